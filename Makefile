@@ -1,0 +1,34 @@
+# Two commands do all the set-up: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PLUGINS := plugins/commy_kernel_cffi plugins/commy_kernel_numba plugins/commy_transport_wss
+TEST_PLUGINS := tests/plugins/commy_example_plugin
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml plugins/*/setup.py plugins/*/*/*.c plugins/*/*/_build*.py tests/plugins/*/pyproject.toml)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q -e ".[test]" $(addprefix -e ,$(PLUGINS)) $(addprefix -e ,$(TEST_PLUGINS))
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/commy demo
+
+test: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: install
+	$(BIN)/ruff check commy plugins tests
+
+bench: install
+	$(BIN)/commy bench local --json
+	$(BIN)/commy bench kernels --json
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .ruff_cache .numba_cache

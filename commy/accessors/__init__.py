@@ -1,0 +1,5 @@
+"""File accessors: how a VirtualServiceFile reaches its bytes (seed: FileAccessor trait)."""
+
+from commy.accessors.base import FileAccessor
+
+__all__ = ["FileAccessor"]

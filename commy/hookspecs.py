@@ -1,0 +1,39 @@
+"""Hook specifications: one registration hook per kind of plugin.
+
+Each hook receives a ``register(name, factory)`` callable. Built-in implementations
+use these hooks exactly like third-party plugins do.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+PROJECT = "commy"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def commy_register_kernels(register):
+    """Register diff kernel providers: ``register("name", factory)``.
+
+    ``factory()`` returns a `commy.kernels.KernelProvider`.
+    """
+
+
+@hookspec
+def commy_register_accessors(register):
+    """Register file accessors: ``register("name", factory)``.
+
+    ``factory(...)`` returns a `commy.accessors.FileAccessor`.
+    """
+
+
+@hookspec
+def commy_register_transports(register):
+    """Register transports: ``register("name", factory)``."""
+
+
+@hookspec
+def commy_register_authenticators(register):
+    """Register authenticators: ``register("name", factory)``."""

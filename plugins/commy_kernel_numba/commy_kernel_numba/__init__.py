@@ -1,0 +1,1 @@
+"""numba diff kernel for commy, as a commy plugin."""

@@ -1,0 +1,1 @@
+"""WSS transport plugin for commy."""
