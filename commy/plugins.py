@@ -85,7 +85,9 @@ class Plugins:
     def info(self) -> list[PluginInfo]:
         dists = {self.pm.get_name(plugin): dist for plugin, dist in self.pm.list_plugin_distinfo()}
         out = []
-        for name, _plugin in sorted(self.pm.list_name_plugin()):
+        for name, plugin in sorted(self.pm.list_name_plugin(), key=lambda item: item[0]):
+            if plugin is None:  # a blocked name
+                continue
             registered = {
                 kind: [r.name for r in reg if r.plugin == name] for kind, reg in self.registries.items()
             }
@@ -105,8 +107,16 @@ def _register_from(registry: Registry, plugin_name: str, name: str, factory) -> 
     registry.add(name, factory, plugin_name)
 
 
-def load_plugins(disable: Iterable[str] = (), entry_points: bool = True) -> Plugins:
-    """Build a plugin manager: built-ins, then installed entry points, minus ``disable``."""
+def load_plugins(
+    disable: Iterable[str] = (),
+    entry_points: bool = True,
+    extra: Iterable[tuple[str, object]] = (),
+) -> Plugins:
+    """Build a plugin manager: built-ins, then installed entry points, minus ``disable``.
+
+    ``extra`` registers further ``(name, module_or_object)`` plugins after the entry
+    points (embedding applications and tests use it); they obey the disable list too.
+    """
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     blocked = [name for name in disable if name]
@@ -121,6 +131,9 @@ def load_plugins(disable: Iterable[str] = (), entry_points: bool = True) -> Plug
             pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
         except Exception as exc:
             raise PluginError(f"loading entry points of group {ENTRY_POINT_GROUP!r} failed: {exc!r}") from exc
+    for name, plugin in extra:
+        if not pm.is_blocked(name):
+            pm.register(plugin, name=name)
     plugins = Plugins(pm, blocked)
     log.debug("plugins loaded: %s", [n for n, _ in pm.list_name_plugin()])
     return plugins

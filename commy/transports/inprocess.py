@@ -13,7 +13,13 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from commy.errors import ConnectionLost, InvalidRequest
-from commy.transports.base import ClientOptions, Connection, ConnectionHandler, PeerInfo, ServerOptions
+from commy.transports.base import (
+    ClientOptions,
+    Connection,
+    ConnectionHandler,
+    PeerInfo,
+    ServerOptions,
+)
 
 _servers: dict[str, ObjectSendStream[Any]] = {}
 _names = itertools.count(1)
