@@ -23,6 +23,7 @@ from commy.kernels.base import (
     KernelProvider,
     VariantInfo,
     check_same_length,
+    copy_ranges,
     reference_ranges,
     resolve_window,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "KernelProvider",
     "VariantInfo",
     "check_same_length",
+    "copy_ranges",
     "reference_ranges",
     "resolve_window",
 ]

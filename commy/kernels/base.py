@@ -82,5 +82,10 @@ def copy_ranges(shadow: Any, current: Any, ranges: Ranges) -> None:
     """Copy ``ranges`` of ``current`` into ``shadow`` (a plain, correct shadow update)."""
     dst = memoryview(shadow).cast("B")
     src = memoryview(current).cast("B")
+    n = len(src)
+    if len(dst) != n:
+        raise InvalidOffset(f"shadow update buffers differ in length: {len(dst)} != {n}")
     for s, e in ranges:
+        if not 0 <= s <= e <= n:
+            raise InvalidOffset(f"shadow update range [{s}, {e}) outside buffer of {n} bytes")
         dst[s:e] = src[s:e]

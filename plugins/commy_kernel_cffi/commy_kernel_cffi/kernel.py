@@ -31,7 +31,9 @@ def load_error() -> str | None:
     try:
         _load()
     except Exception as exc:  # ImportError, or OSError from a broken .so
-        return f"compiled module missing ({exc!r}); rebuild: pip install -e plugins/commy_kernel_cffi"
+        return (
+            f"compiled module missing ({exc!r}); rebuild: pip install -e plugins/commy_kernel_cffi"
+        )
     return None
 
 
@@ -63,8 +65,9 @@ class CffiKernel:
         except AttributeError:
             out = self._new_out()
         n = len(a)
-        count = self._cdiff(a, b, n, len(b), start, n if end is None else end,
-                            self._id, out, _FIRST_CAP)
+        count = self._cdiff(
+            a, b, n, len(b), start, n if end is None else end, self._id, out, _FIRST_CAP
+        )
         if count == 0:
             return []  # the common case: nothing changed
         return self._collect(a, b, start, end, out, count, _FIRST_CAP)
@@ -105,7 +108,9 @@ class CffiKernel:
         if len(dst) != len(src):
             raise InvalidOffset(f"buffers differ in length: {len(dst)} != {len(src)}")
         flat = [v for r in ranges for v in r]
-        rc = self._lib.commy_copy_ranges(dst, src, len(dst), ffi.new("int64_t[]", flat), len(ranges))
+        rc = self._lib.commy_copy_ranges(
+            dst, src, len(dst), ffi.new("int64_t[]", flat), len(ranges)
+        )
         if rc != 0:
             raise InvalidOffset(f"shadow update: a range lies outside the {len(dst)}-byte buffer")
 
@@ -122,7 +127,9 @@ class CffiKernelProvider:
                 continue
             if flags and not has_features(*flags):
                 missing = "+".join(flags)
-                infos.append(VariantInfo(vname, False, rank, f"CPU lacks {missing} (or COMMY_CPU_HIDE)"))
+                infos.append(
+                    VariantInfo(vname, False, rank, f"CPU lacks {missing} (or COMMY_CPU_HIDE)")
+                )
                 continue
             _, lib = _load()
             if not lib.commy_variant_supported(cid):
@@ -141,7 +148,11 @@ class CffiKernelProvider:
             variant = max(usable, key=lambda v: v.rank).name
         info = infos.get(variant)
         if info is None:
-            raise SimdError(f"kernel 'cffi' has no variant {variant!r}; choices: {', '.join(infos)}")
+            raise SimdError(
+                f"kernel 'cffi' has no variant {variant!r}; choices: {', '.join(infos)}"
+            )
         if not info.available:
-            raise SimdError(f"kernel cffi/{variant} is not available on this machine: {info.reason}")
+            raise SimdError(
+                f"kernel cffi/{variant} is not available on this machine: {info.reason}"
+            )
         return CffiKernel(variant)

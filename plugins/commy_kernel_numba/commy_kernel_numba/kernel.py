@@ -19,13 +19,17 @@ from commy.kernels.base import Ranges, VariantInfo
 
 RANK = 150
 _FIRST_CAP = 64
+_BLOCK, _LANES = 256, 32  # must match _jit.BLOCK / _jit.LANES (not imported: numba is slow)
 _lock = threading.Lock()
 _jit: Any = None
 
 
 def default_cache_dir() -> str:
     """A writable numba cache: installed (read-only) packages cannot cache next to source."""
-    for base in (Path.home() / ".cache" / "commy" / "numba", Path(tempfile.gettempdir()) / "commy-numba"):
+    for base in (
+        Path.home() / ".cache" / "commy" / "numba",
+        Path(tempfile.gettempdir()) / "commy-numba",
+    ):
         try:
             base.mkdir(parents=True, exist_ok=True)
             if os.access(base, os.W_OK):
@@ -83,9 +87,9 @@ class NumbaKernel:
             raise InvalidOffset(f"diff window [{start}, {end}) outside buffer of {n} bytes")
         wa = a[start:end]
         wb = b[start:end]
-        blocks = (end - start) // 64 * 64
-        a2 = wa[:blocks].reshape(-1, 64)
-        b2 = wb[:blocks].reshape(-1, 64)
+        blocks = (end - start) // _BLOCK * _BLOCK
+        a2 = wa[:blocks].view(np.uint64).reshape(-1, _LANES)
+        b2 = wb[:blocks].view(np.uint64).reshape(-1, _LANES)
         out = np.empty((_FIRST_CAP, 2), dtype=np.int64)
         ranges: Ranges = []
         pos = 0

@@ -5,7 +5,13 @@ the fine work to the reference), ranked low so it is never picked unless named.
 """
 
 from commy import hookimpl
-from commy.kernels import VariantInfo, check_same_length, reference_ranges, resolve_window
+from commy.kernels import (
+    VariantInfo,
+    check_same_length,
+    copy_ranges,
+    reference_ranges,
+    resolve_window,
+)
 
 
 class ExampleKernel:
@@ -20,10 +26,7 @@ class ExampleKernel:
         return reference_ranges(current, shadow, start, end)
 
     def update_shadow(self, shadow, current, ranges):
-        dst = memoryview(shadow).cast("B")
-        src = memoryview(current).cast("B")
-        for s, e in ranges:
-            dst[s:e] = src[s:e]
+        copy_ranges(shadow, current, ranges)
 
 
 class ExampleProvider:
