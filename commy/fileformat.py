@@ -50,6 +50,8 @@ OFF_FLAGS = 92
 OFF_DATA_OFFSET = 96
 OFF_DATA_END = 104
 OFF_WAITERS = 112  # u32: processes blocked on the futex word
+OFF_WATCHERS = 116  # u32: doorbell watchers; writers ring only when someone listens
+OFF_LISTENERS = 112  # the u64 holding both counters: one load tells a writer "nobody listens"
 OFF_DOORBELL = 120  # one byte rewritten with pwrite() so inotify sees a commit
 LOCK_DIRECTORY = 128  # byte locked (OFD lock) while the directory changes
 

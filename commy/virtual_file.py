@@ -20,7 +20,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import attrs
@@ -42,8 +42,8 @@ from commy.vartypes import (
     check_bool,
     check_f32,
     check_float,
-    decode_value,
     encode_value,
+    make_decoder,
     parse_type,
 )
 
@@ -54,6 +54,8 @@ _PLAIN = 0  # scalar, memoryview validates the value itself
 _CHECKED = 1  # scalar needing an extra check (bool, floats)
 _DOUBLE = 2  # multi-word value, double-buffered
 _SEQ_INDEX = ff.OFF_CHANGE_SEQ // 8
+_LISTEN_INDEX = ff.OFF_LISTENERS // 8
+_DOORBELL = b"\x01"
 
 
 @attrs.frozen
@@ -83,7 +85,16 @@ class VirtualServiceFile:
         self._shadow: bytearray | None = None
         self._shadow_base = 0
         self._batch_depth = 0
+        self._batch_dirty = False
+        self._waker = None  # set by a fast wake-up path
+        self._watcher = None
+        self._hub = None
         self._load()
+        forward = getattr(accessor, "on_write", None)
+        if forward is not None:
+            # Remote mirrors forward each write to the server. Bound per instance, so a
+            # local mapping keeps the plain method and its hot path has no extra check.
+            self.write = self.write_variable = self._forwarding_write(forward)  # type: ignore[method-assign]
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -138,7 +149,7 @@ class VirtualServiceFile:
                 check = check_float
             kind = _CHECKED if check else _PLAIN
             return (kind, self._cast(fmt), e.offset // vt.base.itemsize, vidx, check, e)
-        return (_DOUBLE, None, 0, vidx, None, e)
+        return (_DOUBLE, make_decoder(vt), 0, vidx, None, e)
 
     # ---------------------------------------------------------------- properties
     @property
@@ -236,23 +247,43 @@ class VirtualServiceFile:
         q = self._q
         q[s[3]] += 1
         q[_SEQ_INDEX] += 1
+        if q[_LISTEN_INDEX]:
+            self._announce()
 
     # Seed-compatible names.
     read_variable = read
     write_variable = write
+
+    def _forwarding_write(self, forward: Any) -> Any:
+        plain = VirtualServiceFile.write
+
+        def write(name: str, value: Any) -> None:
+            plain(self, name, value)
+            forward(name, value)
+
+        return write
+
+    async def awrite(self, name: str, value: Any) -> None:
+        """Write; on a remote service also wait until the server acknowledged it."""
+        VirtualServiceFile.write(self, name, value)
+        confirm = getattr(self._acc, "on_awrite", None)
+        if confirm is not None:
+            await confirm(name, value)
 
     def _read_double(self, s: tuple) -> Any:
         e: ff.Entry = s[5]
         q = self._q
         vidx = s[3]
         half = e.size // 2
+        size = e.vtype.size
         mv = self._mv
+        off = e.offset
         for _ in range(10_000):
             v = q[vidx]
-            start = e.offset + (v & 1) * half
-            raw = mv[start : start + e.vtype.size].tobytes()
+            start = off + (v & 1) * half
+            raw = mv[start : start + size].tobytes()
             if q[vidx] == v:
-                return decode_value(e.vtype, raw)
+                return s[1](raw)
         # Only a writer publishing thousands of times during one copy gets here.
         raise FileFormatError(f"{e.name}: could not read a stable value (writer too fast)")
 
@@ -260,7 +291,10 @@ class VirtualServiceFile:
         e: ff.Entry = s[5]
         lock = self._var_locks.get(e.index)
         if lock is None:
-            lock = self._var_locks[e.index] = RangeLock(self._acc.fileno(), e.version_offset, 8)
+            fd = self._acc.fileno()
+            # A mirror has no file to lock; its writers all run in one thread.
+            lock = RangeLock(fd, e.version_offset, 8) if fd is not None else nullcontext()
+            self._var_locks[e.index] = lock
         q = self._q
         vidx = s[3]
         half = e.size // 2
@@ -270,6 +304,70 @@ class VirtualServiceFile:
             self._mv[start : start + len(raw)] = raw
             q[vidx] = v + 1  # publish: one aligned 8-byte store
             q[_SEQ_INDEX] += 1
+        if q[_LISTEN_INDEX]:
+            self._announce()
+
+    # ---------------------------------------------------------------- announcing
+    def _announce(self) -> None:
+        """Tell listeners a commit happened (only called when someone listens)."""
+        if self._batch_depth:
+            self._batch_dirty = True
+            return
+        self.ring_doorbell()
+        wake = self._waker
+        if wake is not None:
+            wake()
+
+    def ring_doorbell(self) -> None:
+        """Raise a file event: a one-byte pwrite (stores through a mapping raise none)."""
+        fd = self._acc.fileno()
+        if fd is not None and not self._readonly:
+            try:
+                os.pwrite(fd, _DOORBELL, ff.OFF_DOORBELL)
+            except OSError as exc:  # a full disk must not turn a write into a failure
+                log.warning("doorbell of %s failed: %s", self.service_id, exc)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group writes: listeners are told once, when the outermost batch ends."""
+        self._batch_depth += 1
+        try:
+            yield
+        finally:
+            self._batch_depth -= 1
+            if self._batch_depth == 0 and self._batch_dirty:
+                self._batch_dirty = False
+                self._announce()
+
+    def commit(self) -> None:
+        """Announce now: bump the change sequence and ring (e.g. after raw stores)."""
+        if self._readonly:
+            raise PermissionDenied("this service is mapped read-only")
+        self._q[_SEQ_INDEX] += 1
+        self._announce() if self._q[_LISTEN_INDEX] else None
+
+    def adjust_listener_count(self, offset: int, delta: int) -> bool:
+        """Change a listener counter (watchers / waiters) under the directory lock.
+
+        A read-only mapping opens the file read-write just for this; the local mapping
+        trusts the OS user boundary anyway (docs/security.md). False if that fails, in
+        which case the caller relies on its periodic sweep.
+        """
+        path = self.path
+        if path is None:
+            return False
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as exc:
+            log.warning("cannot register as listener on %s: %s", path, exc)
+            return False
+        try:
+            with RangeLock(fd, ff.LOCK_DIRECTORY):
+                value = int.from_bytes(os.pread(fd, 4, offset), "little")
+                os.pwrite(fd, max(value + delta, 0).to_bytes(4, "little"), offset)
+        finally:
+            os.close(fd)
+        return True
 
     def _missing(self, name: str) -> tuple:
         if self._refresh_if_changed():
@@ -434,6 +532,57 @@ class VirtualServiceFile:
         self.update_shadow(ranges)
         return names
 
+    # ---------------------------------------------------------------- monitoring (seed API)
+    @property
+    def events(self):
+        """The `EventHub` this file's change events go through."""
+        if self._hub is None:
+            from commy.events import EventHub
+
+            self._hub = EventHub()
+        return self._hub
+
+    def init_file_watcher(self, **options: Any) -> None:
+        """Prepare change monitoring; options as in `commy.watcher.WatcherOptions`."""
+        if self._watcher is not None:
+            return
+        from commy.watcher import FileWatcher, WatcherOptions
+
+        if not self.is_local:
+            return  # a remote mirror gets its events pushed by the server
+        self._watcher = FileWatcher(
+            self.path, hub=self.events, kernel=self._kernel, options=WatcherOptions(**options)
+        )
+
+    def start_file_monitoring(self, **options: Any) -> None:
+        """Start emitting `FileChangeEvent`s for this service."""
+        self.init_file_watcher(**options)
+        if self._watcher is not None:
+            self._watcher.start()
+
+    def stop_file_monitoring(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+
+    @property
+    def monitoring(self) -> bool:
+        return self._watcher is not None and self._watcher.running
+
+    def wait_for_file_change(self, timeout: float | None = None):
+        """Block until the next `FileChangeEvent`; `commy.errors.Timeout` after ``timeout`` s."""
+        return self.events.wait(timeout)
+
+    def try_get_file_change(self):
+        """The next pending `FileChangeEvent`, or None."""
+        return self.events.try_get()
+
+    async def changes(self, buffer: int = 1024):
+        """``async for event in vf.changes()``: starts monitoring if needed."""
+        if not self.monitoring:
+            self.start_file_monitoring()
+        async for event in self.events.subscribe(buffer):
+            yield event
+
     # ---------------------------------------------------------------- misc
     def read_all(self) -> dict[str, Any]:
         self._refresh_if_changed()
@@ -449,6 +598,9 @@ class VirtualServiceFile:
         return True
 
     def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
         for view in self._casts.values():
             view.release()
         self._casts.clear()

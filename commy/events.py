@@ -1,0 +1,163 @@
+"""Change events and their delivery to blocking and async consumers.
+
+`FileChangeEvent` is the one event type applications see, whether a change was found
+locally (doorbell + diff) or pushed by the server to a remote mirror. `EventHub` fans
+events out to a blocking queue (``wait_for_file_change`` / ``try_get_file_change``) and
+to any number of async iterators (``async for event in vf.changes()``), on asyncio or
+trio. A slow consumer never loses a change: when its buffer is full, further events
+are merged into one pending event (names united, sequence range widened).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import attrs
+
+from commy.errors import Timeout
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class FileChangeEvent:
+    """Variables of one service changed between two change-sequence numbers."""
+
+    service_id: str
+    variables: tuple[str, ...]
+    old_seq: int
+    new_seq: int
+    timestamp: float = attrs.field(factory=time.time)
+    #: "doorbell" (a writer announced it), "sweep" (found by the periodic sweep),
+    #: "remote" (pushed by the server), "fast" (fast wake-up path)
+    source: str = "doorbell"
+    service: str | None = None
+
+    def merge(self, later: FileChangeEvent) -> FileChangeEvent:
+        names = dict.fromkeys(self.variables)
+        names.update(dict.fromkeys(later.variables))
+        return attrs.evolve(
+            later,
+            variables=tuple(names),
+            old_seq=min(self.old_seq, later.old_seq),
+            new_seq=max(self.new_seq, later.new_seq),
+        )
+
+
+class _AsyncSink:
+    def __init__(self, buffer: int) -> None:
+        self.send, self.receive = anyio.create_memory_object_stream[FileChangeEvent](buffer)
+        self.token = anyio.lowlevel.current_token()
+        self.pending: FileChangeEvent | None = None
+        self.lock = threading.Lock()
+
+    def offer(self, event: FileChangeEvent) -> None:
+        """Called from any thread except the sink's own event loop thread."""
+        with self.lock:
+            if self.pending is not None:
+                event = self.pending.merge(event)
+                self.pending = None
+            try:
+                anyio.from_thread.run_sync(self._put, event, token=self.token)
+            except anyio.WouldBlock:
+                self.pending = event
+            except (RuntimeError, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                pass  # the consumer's loop is gone
+
+    def offer_in_loop(self, event: FileChangeEvent) -> None:
+        """Called from the sink's own event loop."""
+        with self.lock:
+            if self.pending is not None:
+                event = self.pending.merge(event)
+                self.pending = None
+            try:
+                self._put(event)
+            except anyio.WouldBlock:
+                self.pending = event
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                pass
+
+    def _put(self, event: FileChangeEvent) -> None:
+        self.send.send_nowait(event)
+
+
+class EventHub:
+    """Fans events out to a blocking queue and to async iterators."""
+
+    def __init__(self, max_pending: int = 10_000) -> None:
+        self.max_pending = max_pending
+        self._queue: collections.deque[FileChangeEvent] = collections.deque()
+        self._cond = threading.Condition()
+        self._sinks: list[_AsyncSink] = []
+        self._sinks_lock = threading.Lock()
+        self.published = 0
+
+    def publish(self, event: FileChangeEvent) -> None:
+        self.published += 1
+        with self._cond:
+            if len(self._queue) >= self.max_pending:
+                # Never drop a change: fold it into the newest queued event.
+                self._queue[-1] = self._queue[-1].merge(event)
+            else:
+                self._queue.append(event)
+            self._cond.notify_all()
+        with self._sinks_lock:
+            sinks = list(self._sinks)
+        for sink in sinks:
+            if _in_loop_thread(sink):
+                sink.offer_in_loop(event)
+            else:
+                sink.offer(event)
+
+    def wait(self, timeout: float | None = None) -> FileChangeEvent:
+        """Block until an event arrives; `Timeout` after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._queue:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise Timeout(f"no file change within {timeout} s")
+                self._cond.wait(remaining)
+            return self._queue.popleft()
+
+    def try_get(self) -> FileChangeEvent | None:
+        with self._cond:
+            return self._queue.popleft() if self._queue else None
+
+    def clear(self) -> None:
+        with self._cond:
+            self._queue.clear()
+
+    async def subscribe(self, buffer: int = 1024) -> AsyncIterator[FileChangeEvent]:
+        sink = _AsyncSink(buffer)
+        sink.thread = threading.get_ident()  # type: ignore[attr-defined]
+        with self._sinks_lock:
+            self._sinks.append(sink)
+        try:
+            async with sink.receive:
+                while True:
+                    event = await sink.receive.receive()
+                    yield event
+                    with sink.lock:
+                        if sink.pending is not None:
+                            try:  # room was just freed; move the merged overflow in
+                                sink.send.send_nowait(sink.pending)
+                                sink.pending = None
+                            except anyio.WouldBlock:
+                                pass
+        finally:
+            with self._sinks_lock:
+                if sink in self._sinks:
+                    self._sinks.remove(sink)
+            sink.send.close()
+
+
+def _in_loop_thread(sink: _AsyncSink) -> bool:
+    return getattr(sink, "thread", None) == threading.get_ident()

@@ -1,0 +1,160 @@
+"""Local change events: a writer process commits, a watcher in another process is told."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import random
+import struct
+import time
+
+import anyio
+import pytest
+
+from commy.errors import Timeout
+from commy.events import EventHub, FileChangeEvent
+from commy.virtual_file import VirtualServiceFile
+
+ctx = mp.get_context("spawn")
+NAMES = [f"v{i}" for i in range(12)]  # v0, v2, ... are written; odd ones never are
+WRITTEN = NAMES[::2]
+UNTOUCHED = set(NAMES[1::2])
+
+
+def _make_service(root) -> str:
+    with VirtualServiceFile.create(root) as vf:
+        for i, name in enumerate(NAMES):
+            vf.allocate(name, "i64" if i % 3 else "str[12]")
+        vf.allocate("round", "u32")
+        return str(vf.path)
+
+
+def _bursty_writer(path, rounds, seed, go):
+    rng = random.Random(seed)
+    with VirtualServiceFile.open(path) as vf:
+        go.wait(30)
+        for k in range(1, rounds + 1):
+            subset = rng.sample(WRITTEN, rng.randint(1, len(WRITTEN)))
+            use_batch = k % 2 == 0
+            if use_batch:
+                with vf.batch():
+                    for name in subset:
+                        vf.write(name, k if vf.type_of(name).base.kind == "int" else f"r{k}")
+                    vf.write("round", k)
+            else:
+                for name in subset:
+                    vf.write(name, k if vf.type_of(name).base.kind == "int" else f"r{k}")
+                vf.write("round", k)
+            if k % 25 == 0:
+                time.sleep(0.02)  # bursts separated by pauses
+
+
+def test_watcher_process_sees_exactly_the_written_variables_in_order(tmp_path):
+    rounds = 300
+    path = _make_service(tmp_path)
+    rng = random.Random(7)
+    expected_written = set()
+    for _k in range(rounds):
+        expected_written.update(rng.sample(WRITTEN, rng.randint(1, len(WRITTEN))))
+    with VirtualServiceFile.open(path, readonly=True) as vf:
+        vf.start_file_monitoring(sweep_interval_s=0.5)
+        go = ctx.Event()
+        writer = ctx.Process(target=_bursty_writer, args=(path, rounds, 7, go))
+        writer.start()
+        go.set()
+        events: list[FileChangeEvent] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                events.append(vf.wait_for_file_change(timeout=1))
+            except Timeout:
+                pass
+            if vf.read("round") == rounds and not writer.is_alive():
+                # drain whatever the final doorbell produced
+                try:
+                    while True:
+                        events.append(vf.wait_for_file_change(timeout=0.5))
+                except Timeout:
+                    break
+        writer.join(10)
+        assert writer.exitcode == 0
+    assert events, "no events at all"
+    seen = set()
+    for ev in events:
+        assert set(ev.variables) <= set(WRITTEN) | {"round"}
+        assert not set(ev.variables) & UNTOUCHED, "a neighbour was reported"
+        seen.update(ev.variables)
+    assert seen == expected_written | {"round"}
+    seqs = [ev.new_seq for ev in events]
+    assert seqs == sorted(seqs), "events arrive in sequence order"
+    for prev, nxt in zip(events, events[1:], strict=False):
+        assert nxt.old_seq == prev.new_seq, "consecutive events cover the sequence without gaps"
+    assert len(events) < rounds * 3, "events coalesce rather than flood"
+
+
+def test_raw_stores_without_doorbell_are_found_by_the_sweep(tmp_path):
+    path = _make_service(tmp_path)
+    with VirtualServiceFile.open(path) as writer, VirtualServiceFile.open(path) as watcher:
+        watcher.start_file_monitoring(sweep_interval_s=0.2)
+        off = writer.variables()["v1"].offset
+        struct.pack_into("<q", writer.accessor.view(), off, 1234)  # not through commy
+        ev = watcher.wait_for_file_change(timeout=5)
+        assert ev.variables == ("v1",) and ev.source == "sweep"
+
+
+def test_no_listener_no_doorbell_cost(tmp_path):
+    path = _make_service(tmp_path)
+    with VirtualServiceFile.open(path) as vf:
+        assert vf._q[vf._q.nbytes // 8 - 1] is not None  # mapping usable
+        listeners_off = 112 // 8
+        assert vf._q[listeners_off] == 0
+        w = VirtualServiceFile.open(path, readonly=True)
+        w.start_file_monitoring()
+        assert vf._q[listeners_off] == 1 << 32, "a watcher registers in the header"
+        w.close()
+        assert vf._q[listeners_off] == 0, "and unregisters when it stops"
+
+
+def test_wait_times_out_and_try_get(tmp_path):
+    path = _make_service(tmp_path)
+    with VirtualServiceFile.open(path) as vf:
+        vf.start_file_monitoring()
+        assert vf.try_get_file_change() is None
+        with pytest.raises(Timeout):
+            vf.wait_for_file_change(timeout=0.05)
+        vf.write("v0", "x")
+        assert vf.wait_for_file_change(timeout=5).variables == ("v0",)
+
+
+@pytest.mark.anyio
+async def test_async_iteration(tmp_path):
+    path = _make_service(tmp_path)
+    with VirtualServiceFile.open(path) as writer, VirtualServiceFile.open(path) as vf:
+        got = []
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+
+                async def consume():
+                    async for ev in vf.changes():
+                        got.append(ev)
+                        if vf.read("round") == 3:
+                            tg.cancel_scope.cancel()
+
+                tg.start_soon(consume)
+                await anyio.sleep(0.2)
+                for k in (1, 2, 3):
+                    writer.write("v2", k)
+                    writer.write("round", k)
+                    await anyio.sleep(0.05)
+    names = set().union(*(ev.variables for ev in got))
+    assert names == {"v2", "round"}
+
+
+def test_hub_never_drops_when_full():
+    hub = EventHub(max_pending=3)
+    for i in range(10):
+        hub.publish(FileChangeEvent("s", (f"x{i}",), i, i + 1))
+    events = [hub.try_get() for _ in range(3)]
+    assert hub.try_get() is None
+    assert [e.variables for e in events[:2]] == [("x0",), ("x1",)]
+    assert events[2].variables == tuple(f"x{i}" for i in range(2, 10))
+    assert (events[2].old_seq, events[2].new_seq) == (2, 10)
