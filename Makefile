@@ -12,6 +12,8 @@ export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 install: $(STAMP)
 
 $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml plugins/*/setup.py plugins/*/*/*.c plugins/*/*/_build*.py tests/plugins/*/pyproject.toml)
+	@# redis-server: benchmarks and the scale-out tests compare against / run on it.
+	command -v redis-server >/dev/null || (command -v apt-get >/dev/null && (apt-get install -y -q redis-server >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q redis-server >/dev/null)) ) || echo "warning: redis-server not installed; redis side-by-side figures will be null"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install -q -e ".[test]" $(addprefix -e ,$(PLUGINS)) $(addprefix -e ,$(TEST_PLUGINS))

@@ -54,6 +54,19 @@ class ServerConfig:
     cert_file: str | None = None
     key_file: str | None = None
     client_ca_file: str | None = None
+    #: authenticator plugins tried in this order (first accept wins, a reject ends it)
+    authenticators: list[str] = attrs.field(factory=lambda: ["api_key"])
+    #: how often subscribed services are checked for changes by local mmap writers (s)
+    poll_interval: float = 0.002
+    #: a push that cannot be delivered for this long disconnects the slow client (s)
+    push_timeout: float = 10.0
+    max_message_size: int = 1 << 20
+    #: requests one connection may have in flight before the server stops reading it
+    max_inflight: int = 256
+    #: largest variable (storage bytes); keeps every pushed value within one message
+    max_variable_size: int = 128 * 1024
+    #: listener name for the in-process transport (``inproc://<name>``)
+    name: str | None = None
 
 
 @attrs.define

@@ -98,9 +98,23 @@ class EventHub:
         self._sinks: list[_AsyncSink] = []
         self._sinks_lock = threading.Lock()
         self.published = 0
+        self._callbacks: list = []
+
+    def add_callback(self, callback) -> None:
+        """Run ``callback(event)`` synchronously in the publishing thread (no hand-off)."""
+        self._callbacks.append(callback)
+
+    def remove_callback(self, callback) -> None:
+        if callback in self._callbacks:
+            self._callbacks.remove(callback)
 
     def publish(self, event: FileChangeEvent) -> None:
         self.published += 1
+        for callback in list(self._callbacks):
+            try:
+                callback(event)
+            except Exception:
+                log.exception("file change callback %r failed", callback)
         with self._cond:
             if len(self._queue) >= self.max_pending:
                 # Never drop a change: fold it into the newest queued event.

@@ -29,6 +29,7 @@ BUILTIN_PLUGINS = {
     "builtin_kernels": "commy.kernels.builtin",
     "builtin_accessors": "commy.accessors.builtin",
     "builtin_transports": "commy.transports.builtin",
+    "builtin_authenticators": "commy.auth.builtin",
 }
 
 

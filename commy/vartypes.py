@@ -233,3 +233,27 @@ def decode_value(vt: VarType, raw: bytes | memoryview) -> object:
     if vt.count:
         return list(struct.unpack_from(f"<{vt.count}{base.fmt}", raw, 0))
     return struct.unpack_from(f"<{base.fmt}", raw, 0)[0]
+
+
+def make_decoder(vt: VarType):
+    """A fast decoder for ``vt`` (precompiled struct; used on the read hot path)."""
+    base = vt.base
+    if base.kind in ("str", "bytes"):
+        cap = vt.capacity
+        is_str = base.kind == "str"
+
+        def decode_text(raw: bytes) -> object:
+            n = int.from_bytes(raw[:LENGTH_PREFIX], "little")
+            data = raw[LENGTH_PREFIX : LENGTH_PREFIX + min(n, cap)]
+            return data.decode("utf-8", errors="replace") if is_str else data
+
+        return decode_text
+    if vt.count:
+        unpack = struct.Struct(f"<{vt.count}{base.fmt}").unpack
+
+        def decode_array(raw: bytes) -> object:
+            return list(unpack(raw))
+
+        return decode_array
+    unpack1 = struct.Struct(f"<{base.fmt}").unpack
+    return lambda raw: unpack1(raw)[0]

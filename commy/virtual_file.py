@@ -86,7 +86,7 @@ class VirtualServiceFile:
         self._shadow_base = 0
         self._batch_depth = 0
         self._batch_dirty = False
-        self._waker = None  # set by a fast wake-up path
+        self._futex = None  # created on the first commit that has futex waiters
         self._watcher = None
         self._hub = None
         self._load()
@@ -313,10 +313,22 @@ class VirtualServiceFile:
         if self._batch_depth:
             self._batch_dirty = True
             return
-        self.ring_doorbell()
-        wake = self._waker
-        if wake is not None:
-            wake()
+        listeners = self._q[_LISTEN_INDEX]
+        if listeners >> 32:  # doorbell watchers
+            self.ring_doorbell()
+        if listeners & 0xFFFFFFFF:  # futex waiters (fast path)
+            self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        futex = self._futex
+        if futex is None:
+            from commy.futex import SeqFutex
+
+            path = self.path
+            if path is None or self._readonly:
+                return
+            futex = self._futex = SeqFutex(path)
+        futex.wake()
 
     def ring_doorbell(self) -> None:
         """Raise a file event: a one-byte pwrite (stores through a mapping raise none)."""
@@ -344,7 +356,8 @@ class VirtualServiceFile:
         if self._readonly:
             raise PermissionDenied("this service is mapped read-only")
         self._q[_SEQ_INDEX] += 1
-        self._announce() if self._q[_LISTEN_INDEX] else None
+        if self._q[_LISTEN_INDEX]:
+            self._announce()
 
     def adjust_listener_count(self, offset: int, delta: int) -> bool:
         """Change a listener counter (watchers / waiters) under the directory lock.
@@ -572,6 +585,10 @@ class VirtualServiceFile:
         """Block until the next `FileChangeEvent`; `commy.errors.Timeout` after ``timeout`` s."""
         return self.events.wait(timeout)
 
+    def on_file_change(self, callback) -> None:
+        """Call ``callback(event)`` in the watcher thread for each event (lowest latency)."""
+        self.events.add_callback(callback)
+
     def try_get_file_change(self):
         """The next pending `FileChangeEvent`, or None."""
         return self.events.try_get()
@@ -601,6 +618,9 @@ class VirtualServiceFile:
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
+        if self._futex is not None:
+            self._futex.close()
+            self._futex = None
         for view in self._casts.values():
             view.release()
         self._casts.clear()

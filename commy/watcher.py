@@ -37,6 +37,8 @@ class WatcherOptions:
     #: a full diff at least this often, even without a doorbell (0 = never)
     sweep_interval_s: float = 1.0
     max_pending: int = 10_000
+    #: "doorbell" (watchfiles, portable default) or "futex" (fast path, Linux)
+    wakeup: str = attrs.field(default="doorbell", validator=attrs.validators.in_(("doorbell", "futex")))
 
 
 class FileWatcher:
@@ -76,14 +78,16 @@ class FileWatcher:
 
         vf = VirtualServiceFile.open(self.path, readonly=True, kernel=self._kernel)
         vf.kernel  # resolve the kernel now, not on the first change  # noqa: B018
-        self._registered = vf.adjust_listener_count(ff.OFF_WATCHERS, +1)
+        self._counter = ff.OFF_WAITERS if self.options.wakeup == "futex" else ff.OFF_WATCHERS
+        self._registered = vf.adjust_listener_count(self._counter, +1)
         vf.snapshot_shadow()
         self._seq = vf.change_seq
         self._vf = vf
         self._stop.clear()
         ready = threading.Event()
+        run = self._run_futex if self.options.wakeup == "futex" else self._run
         self._thread = threading.Thread(
-            target=self._run, args=(ready,), name=f"commy-watch-{vf.service_id[:8]}", daemon=True
+            target=run, args=(ready,), name=f"commy-watch-{vf.service_id[:8]}", daemon=True
         )
         self._thread.start()
         # watchfiles sets its inotify watch inside the thread; wait so that no doorbell
@@ -99,7 +103,7 @@ class FileWatcher:
         vf, self._vf = self._vf, None
         if vf is not None:
             if self._registered:
-                vf.adjust_listener_count(ff.OFF_WATCHERS, -1)
+                vf.adjust_listener_count(self._counter, -1)
                 self._registered = False
             vf.close()
 
@@ -134,6 +138,36 @@ class FileWatcher:
             log.error("%s", self.error)
         finally:
             ready.set()
+
+    def _run_futex(self, ready: threading.Event) -> None:
+        from commy.futex import SeqFutex
+
+        sweep = self.options.sweep_interval_s
+        last_sweep = time.monotonic()
+        try:
+            futex = SeqFutex(self.path)
+        except Exception as exc:
+            self.error = WatcherError(f"futex wake-ups unavailable for {self.path}: {exc!r}")
+            log.error("%s", self.error)
+            ready.set()
+            return
+        try:
+            last = futex.value
+            ready.set()
+            while not self._stop.is_set():
+                futex.wait(last, _TICK_MS / 1000)
+                current = futex.value
+                if current != last:
+                    last = current
+                    self.check("fast")
+                elif sweep > 0 and time.monotonic() - last_sweep >= sweep:
+                    last_sweep = time.monotonic()
+                    self.check("sweep")
+        except Exception as exc:
+            self.error = WatcherError(f"watching {self.path} failed: {exc!r}")
+            log.error("%s", self.error)
+        finally:
+            futex.close()
 
     def check(self, source: str = "sweep") -> FileChangeEvent | None:
         """Diff now; publish and return an event if any variable changed."""

@@ -1,0 +1,190 @@
+"""``commy bench events``: change-event latency, writer process → watcher process.
+
+Latency = time from the writer's ``perf_counter_ns()`` (CLOCK_MONOTONIC, shared by all
+processes) written into the variable, to the watcher's callback for that event. The
+watcher runs in its own process; callbacks run in its watcher thread (the lowest-latency
+delivery; a blocking ``wait_for_file_change`` adds one thread hand-off).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import tempfile
+import time
+
+from commy.bench.local import _pct
+
+ctx = mp.get_context("spawn")
+
+
+def _watch_child(path: str, wakeup: str, ready, done, out) -> None:
+    from commy.virtual_file import VirtualServiceFile
+
+    vf = VirtualServiceFile.open(path, readonly=True)
+    lat: list[float] = []
+    count = [0]
+    perf = time.perf_counter_ns
+
+    def on_event(event) -> None:
+        now = perf()
+        count[0] += 1
+        if "t" in event.variables:
+            lat.append((now - vf.read("t")) / 1000)
+
+    vf.on_file_change(on_event)
+    vf.start_file_monitoring(wakeup=wakeup, sweep_interval_s=0)
+    ready.set()
+    done.wait(120)
+    time.sleep(0.2)
+    vf.close()
+    out.put((lat, count[0]))
+
+
+def _latency(path: str, wakeup: str, samples: int, gap_s: float, say) -> dict:
+    from commy.virtual_file import VirtualServiceFile
+
+    ready, done, out = ctx.Event(), ctx.Event(), ctx.Queue()
+    child = ctx.Process(target=_watch_child, args=(path, wakeup, ready, done, out))
+    child.start()
+    ready.wait(30)
+    time.sleep(0.2)
+    with VirtualServiceFile.open(path) as vf:
+        for i in range(samples):
+            vf.write("t", time.perf_counter_ns())
+            time.sleep(gap_s)
+            if i % 50 == 0:
+                say(f"bench events: {wakeup} {i}/{samples}")
+    done.set()
+    lat, _count = out.get(timeout=60)
+    child.join(10)
+    lat = lat[3:]  # the first wake-ups include thread start-up
+    if not lat:
+        return {"p50": None, "p99": None, "samples": 0}
+    return {"p50": round(_pct(lat, 0.5), 1), "p99": round(_pct(lat, 0.99), 1), "samples": len(lat)}
+
+
+def _fanout(path: str, subscribers: int, seconds: float, say) -> dict:
+    from commy.virtual_file import VirtualServiceFile
+
+    children = []
+    for _ in range(subscribers):
+        ready, done, out = ctx.Event(), ctx.Event(), ctx.Queue()
+        p = ctx.Process(target=_watch_child, args=(path, "futex", ready, done, out))
+        p.start()
+        children.append((p, ready, done, out))
+    for _p, ready, _d, _o in children:
+        ready.wait(60)
+    time.sleep(0.3)
+    say(f"bench events: fan-out to {subscribers} subscribers")
+    writes = 0
+    with VirtualServiceFile.open(path) as vf:
+        end = time.monotonic() + seconds
+        start = time.monotonic()
+        while time.monotonic() < end:
+            vf.write("n", writes)
+            writes += 1
+            time.sleep(0.0001)
+        elapsed = time.monotonic() - start
+    for _p, _r, done, _o in children:
+        done.set()
+    total = 0
+    for p, _r, _d, out in children:
+        _lat, count = out.get(timeout=60)
+        total += count
+        p.join(10)
+    return {
+        "subscribers": subscribers,
+        "writes_per_s": round(writes / elapsed),
+        "events_delivered": total,
+        "events_per_s": round(total / elapsed),
+    }
+
+
+def _redis_keyspace_rtt(samples: int) -> tuple[float | None, str | None]:
+    from commy.bench.redis_server import redis_server
+
+    with redis_server(("--notify-keyspace-events", "K$")) as (port, reason):
+        if port is None:
+            return None, reason
+        ready = ctx.Event()
+        child = ctx.Process(target=_redis_responder, args=(port, ready))
+        child.start()
+        ready.wait(30)
+        import redis
+
+        r = redis.Redis(port=port)
+        ps = r.pubsub(ignore_subscribe_messages=True)
+        ps.subscribe("__keyspace@0__:pong")
+        while ps.get_message(timeout=0.1) is not None:
+            pass
+        rtts = []
+        for i in range(samples):
+            t0 = time.perf_counter()
+            r.set("ping", i)
+            deadline = time.monotonic() + 5
+            while ps.get_message(timeout=1) is None:
+                if time.monotonic() > deadline:
+                    return None, "redis keyspace notification never arrived"
+            rtts.append((time.perf_counter() - t0) * 1e6)
+        r.set("ping", "stop")
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+        return round(_pct(rtts[5:], 0.5), 1), None
+
+
+def _redis_responder(port: int, ready) -> None:
+    import redis
+
+    r = redis.Redis(port=port)
+    ps = r.pubsub(ignore_subscribe_messages=True)
+    ps.subscribe("__keyspace@0__:ping")
+    ready.set()
+    idle_since = time.monotonic()
+    while time.monotonic() - idle_since < 10:
+        msg = ps.get_message(timeout=1)
+        if msg is None:  # a timeout, or the (ignored) subscribe confirmation
+            continue
+        idle_since = time.monotonic()
+        if r.get("ping") == b"stop":
+            return
+        r.set("pong", 1)
+
+
+def run_events_bench(progress=None, samples: int = 300) -> dict:
+    from commy.virtual_file import VirtualServiceFile
+
+    say = progress or (lambda m: None)
+    out: dict[str, object] = {}
+    with tempfile.TemporaryDirectory(prefix="commy-bench-events-") as tmp:
+        with VirtualServiceFile.create(tmp) as vf:
+            vf.allocate("t", "i64")
+            vf.allocate("n", "i64")
+            path = str(vf.path)
+        local = _latency(path, "doorbell", max(samples // 3, 30), 0.02, say)
+        fast = _latency(path, "futex", samples, 0.003, say)
+        out["local_event_us_p50"], out["local_event_us_p99"] = local["p50"], local["p99"]
+        out["fast_event_us_p50"], out["fast_event_us_p99"] = fast["p50"], fast["p99"]
+        out["local_samples"], out["fast_samples"] = local["samples"], fast["samples"]
+        try:
+            from commy.bench.events_remote import remote_event_latency
+
+            remote = remote_event_latency(samples, say)
+            out["remote_event_us_p50"], out["remote_event_us_p99"] = remote["p50"], remote["p99"]
+        except ImportError as exc:
+            out["remote_event_us_p50"] = out["remote_event_us_p99"] = None
+            out["remote_reason"] = f"remote path not available: {exc}"
+        fan = _fanout(path, 8, 2.0, say)
+        out["fanout_events_per_s"] = fan["events_per_s"]
+        out["fanout"] = fan
+    say("bench events: redis keyspace notifications")
+    out["redis_notify_rtt_us_p50"], reason = _redis_keyspace_rtt(min(samples, 300))
+    if reason:
+        out["redis_reason"] = reason
+    out["targets"] = {
+        "local_event_us_p50_max": 10_000,
+        "fast_event_us_p50_max": 50,
+        "remote_event_us_p50_max": 1_000,
+        "fanout_events_per_s_min": 50_000,
+    }
+    return out

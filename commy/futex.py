@@ -1,0 +1,82 @@
+"""Futex wait/wake on the mapped change-sequence word (Linux; the fast wake-up path).
+
+A futex on a shared file mapping is keyed by inode + offset, so unrelated processes
+mapping the same service file can wait on and wake the same word (never with
+FUTEX_PRIVATE_FLAG). There are no 64-bit futexes: waiters watch the low 32 bits of the
+u64 change sequence. Waits always carry a timeout and callers re-check the sequence,
+since wake-ups can be spurious.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import mmap
+import os
+import platform
+
+from commy import fileformat as ff
+from commy.errors import WatcherError
+
+_SYS_FUTEX = {"x86_64": 202, "aarch64": 98}.get(platform.machine())
+_FUTEX_WAIT = 0
+_FUTEX_WAKE = 1
+_INT_MAX = 0x7FFFFFFF
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+
+
+def available() -> bool:
+    return _SYS_FUTEX is not None
+
+
+class SeqFutex:
+    """The change-sequence word of one service file, mapped for futex calls."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        if not available():
+            raise WatcherError(f"futex wake-ups are not supported on {platform.machine()}")
+        # Our own small read-write mapping of the header page: ctypes needs a writable
+        # buffer to take an address, and the key (inode + offset) is the same as in
+        # every other process's mapping.
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            self._map = mmap.mmap(fd, ff.PAGE, access=mmap.ACCESS_WRITE)
+        finally:
+            os.close(fd)
+        self._word = ctypes.c_uint32.from_buffer(self._map, ff.OFF_CHANGE_SEQ)
+        self._addr = ctypes.addressof(self._word)
+
+    @property
+    def value(self) -> int:
+        return self._word.value
+
+    def wait(self, expected: int, timeout: float) -> bool:
+        """Sleep while the word equals ``expected`` (≤ ``timeout`` s); True if it moved."""
+        if self._word.value != expected:
+            return True
+        ts = _Timespec(int(timeout), int((timeout % 1) * 1e9))
+        res = _syscall(_SYS_FUTEX, ctypes.c_void_p(self._addr), _FUTEX_WAIT, ctypes.c_uint32(expected),
+                       ctypes.byref(ts), None, 0)
+        if res == -1:
+            err = ctypes.get_errno()
+            if err not in (errno.EAGAIN, errno.ETIMEDOUT, errno.EINTR):
+                raise WatcherError(f"futex wait failed: {os.strerror(err)}")
+        return self._word.value != expected
+
+    def wake(self) -> int:
+        """Wake every process waiting on the word; returns how many woke."""
+        return int(_syscall(_SYS_FUTEX, ctypes.c_void_p(self._addr), _FUTEX_WAKE, _INT_MAX, None, None, 0))
+
+    def close(self) -> None:
+        if self._map is not None:
+            del self._word
+            self._map.close()
+            self._map = None  # type: ignore[assignment]
