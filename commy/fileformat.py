@@ -169,7 +169,7 @@ def create_service_file(
     except OSError as exc:
         raise FileError(f"cannot create service file {str(path)!r}: {exc.strerror or exc}") from exc
     try:
-        os.ftruncate(fd, file_size)
+        reserve(fd, 0, file_size)
         os.pwrite(fd, bytes(header), 0)
     except OSError as exc:
         os.close(fd)
@@ -177,6 +177,20 @@ def create_service_file(
         raise FileError(f"cannot write service file {str(path)!r}: {exc.strerror or exc}") from exc
     os.close(fd)
     return path
+
+
+def reserve(fd: int, start: int, end: int) -> None:
+    """Give the file real blocks for ``[start, end)``, not a sparse hole.
+
+    A store into a hole of a shared mapping on a full disk kills the process with
+    SIGBUS; reserving up front turns a full disk into an ENOSPC error here instead.
+    """
+    try:
+        os.posix_fallocate(fd, start, end - start)
+    except OSError as exc:
+        if exc.errno not in (95, 22):  # EOPNOTSUPP / EINVAL: filesystem cannot; fall back
+            raise
+        os.ftruncate(fd, end)
 
 
 def read_header(buf: bytes | memoryview, actual_size: int | None = None) -> Header:

@@ -605,6 +605,12 @@ class VirtualServiceFile:
         self._refresh_if_changed()
         return {name: self.read(name) for name in sorted(self._slots)}
 
+    def check_backing(self) -> None:
+        """Typed error if the mapped file was deleted, replaced or truncated (local only)."""
+        check = getattr(self._acc, "check_backing", None)
+        if check is not None:
+            check()
+
     def wait_for_seq(self, seq: int, timeout: float) -> bool:
         """Poll until change_seq differs from ``seq`` (simple fallback wait)."""
         deadline = time.monotonic() + timeout

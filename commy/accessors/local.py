@@ -81,7 +81,7 @@ class LocalFileAccessor(FileAccessor):
         if new_size <= self.file_size():
             return
         try:
-            os.ftruncate(self._fd, new_size)
+            fileformat.reserve(self._fd, self.file_size(), new_size)
         except OSError as exc:
             raise FileError(f"cannot grow {str(self.path)!r} to {new_size} bytes: {exc.strerror or exc}") from exc
         self._map(new_size)
@@ -97,6 +97,27 @@ class LocalFileAccessor(FileAccessor):
             raise FileFormatError(f"{str(self.path)!r} is truncated (header says {size} bytes)")
         self._map(size)
         return True
+
+    def check_backing(self) -> None:
+        """Raise a typed error if the file under the mapping was deleted, replaced or truncated.
+
+        Cheap (two stat calls); servers call it on their poll loop. A truncation that
+        races with a store is still fatal to the storing process (SIGBUS): the OS gives
+        no way to turn that into an exception, which is why only commy processes of
+        the owning user should write into the data root.
+        """
+        try:
+            on_disk = os.stat(self.path)
+        except FileNotFoundError:
+            raise FileError(f"service file {str(self.path)!r} was deleted underneath this mapping") from None
+        mine = os.fstat(self._fd)
+        if (on_disk.st_dev, on_disk.st_ino) != (mine.st_dev, mine.st_ino):
+            raise FileError(f"service file {str(self.path)!r} was replaced underneath this mapping")
+        if mine.st_size < self.file_size():
+            raise FileFormatError(
+                f"service file {str(self.path)!r} was truncated to {mine.st_size} bytes "
+                f"underneath a mapping of {self.file_size()}"
+            )
 
     def close(self) -> None:
         if self._view is None:
