@@ -183,11 +183,14 @@ class FileWatcher:
         # tile the sequence without gaps even when a check finds nothing new.
         old = self._seq
         new = vf.change_seq
-        ranges = vf.changed_ranges()
-        if not ranges:
-            return None
-        names = vf.variables_in_ranges(ranges)
-        vf.update_shadow(ranges)
+        if source == "sweep":
+            names = vf.detect_changes()
+        else:
+            names = vf.detect_moved()
+            if not names and new != old:
+                # The sequence moved but no version did: raw stores announced with
+                # commit(); only a full diff finds them.
+                names = vf.detect_changes()
         if not names:
             return None
         self._seq = new
