@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PLUGINS := plugins/commy_kernel_cffi plugins/commy_kernel_numba plugins/commy_transport_wss
-TEST_PLUGINS := tests/plugins/commy_example_plugin
+PLUGINS := plugins/commy_kernel_cffi plugins/commy_kernel_numba plugins/commy_transport_wss plugins/commy_backplane_redis
+TEST_PLUGINS := tests/plugins/commy_example_plugin tests/plugins/commy_example_auth
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 
 .PHONY: install demo test lint bench clean

@@ -17,6 +17,10 @@ def __getattr__(name: str):
         from commy.client import connect
 
         return connect
+    if name == "connect_sync":
+        from commy.sync import connect_sync
+
+        return connect_sync
     if name == "Server":
         from commy.server import Server
 

@@ -39,7 +39,27 @@ def build_parser() -> argparse.ArgumentParser:
         add = getattr(module, "add_commands", None)
         if add is not None:
             add(sub)
+    _global_options_everywhere(parser)
     return parser
+
+
+def _global_options_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Accept ``--config`` / ``--debug`` after the subcommand too (``commy var get ... --config x``).
+
+    SUPPRESS defaults: a subcommand that did not see the option leaves the global value alone.
+    """
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for sub in set(action.choices.values()):
+            names = {opt for a in sub._actions for opt in a.option_strings}
+            if "--config" not in names:
+                sub.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+                                 help="config file (as before the command)")
+            if "--debug" not in names:
+                sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                 help="show tracebacks and debug logs")
+            _global_options_everywhere(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

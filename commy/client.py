@@ -7,9 +7,13 @@
         vf.write("temp", 21.5)          # local: straight into the mapping
         print(vf.read("temp"), vf.is_local)
 
-One background task reads the connection and dispatches responses by request id and
-pushes to subscriptions, so any number of requests may be in flight at once. A second
-task sends the queued writes of remote mirrors in order.
+A task waiting for a reply reads the connection itself when nobody else is ("the
+leader reads") and dispatches responses by request id and pushes to subscriptions, so
+any number of requests may be in flight at once; a background task reads only when
+pushes or fire-and-forget replies may arrive and no request is reading. A second task
+sends the queued writes of remote mirrors in order. A lost connection is re-established
+with backoff (requests in flight raise `ConnectionLost`, which may be retried) and
+subscriptions resume from their last sequence number (docs/protocol.md, Resume).
 
 A remote mirror's ``vf.write`` queues the write without waiting; call it from the event
 loop's thread (the queue is an anyio stream). ``await vf.awrite(...)`` waits for the
@@ -23,7 +27,8 @@ import hmac
 import itertools
 import logging
 import os
-from collections.abc import AsyncIterator
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -54,6 +59,11 @@ WRITE_QUEUE = 10_000
 #: Updates a subscription keeps for a consumer that is not reading (older ones are dropped).
 UPDATE_BUFFER = 1024
 SCHEMES = {"inproc": "inprocess"}
+#: reconnect backoff: the n-th try waits uniform(0, min(MAX, MIN * 2**n)) seconds
+RECONNECT_MIN_DELAY = 0.05
+RECONNECT_MAX_DELAY = 2.0
+#: longest a close may take before the connection is just dropped
+CLOSE_TIMEOUT = 5.0
 
 
 @attrs.frozen
@@ -80,15 +90,24 @@ class ServiceUpdate:
 
 
 class _Call:
-    __slots__ = ("done", "reply", "error", "parts", "size", "fire_and_forget")
+    __slots__ = ("finished", "waiting", "event", "reply", "error", "parts", "size", "fire_and_forget")
 
     def __init__(self, fire_and_forget: bool = False) -> None:
-        self.done = anyio.Event()
+        self.finished = False
+        #: a task waits on `event` for its reply or for its turn to read (see _until_done);
+        #: created only then: the task that reads its own reply needs none
+        self.waiting = False
+        self.event: anyio.Event | None = None
         self.reply: dict[str, Any] | None = None
         self.error: CommyError | None = None
         self.parts: dict[int, bytes] = {}
         self.size = 0
         self.fire_and_forget = fire_and_forget
+
+    def finish(self) -> None:
+        self.finished = True
+        if self.event is not None:
+            self.event.set()
 
 
 class _Mirror:
@@ -137,18 +156,39 @@ class _Mirror:
                 if e is None:
                     return False
                 changes.append((v["name"], v["version"], protocol.value_from_wire(e.vtype, v["name"], v["value"])))
-            return acc.apply_update(msg["seq"], msg["layout"], changes)
+            old_seq = acc.server_seq
+            if not acc.apply_update(msg["seq"], msg["layout"], changes):
+                return False
         except CommyError as exc:
             log.warning("push for %s/%s not applicable (%s); resyncing", self.tenant, self.service, exc)
             return False
+        if acc.server_seq != old_seq:  # a stale push changed nothing: no event
+            self._announce(tuple(c[0] for c in changes), old_seq)
+        return True
+
+    def _announce(self, names: tuple[str, ...], old_seq: int) -> None:
+        # Only when someone asked for events (the hub exists): a mirror nobody watches
+        # must not queue events forever.
+        vf = self.vf
+        if vf is not None and vf._hub is not None and names:
+            from commy.events import FileChangeEvent
+
+            vf._hub.publish(FileChangeEvent(
+                vf.service_id, names, old_seq, self.acc.server_seq, source="remote", service=self.service,
+            ))
 
     async def load(self) -> None:
         data = await self.client.read_service(self.service, tenant=self.tenant)
+        before = _versions(self.vf) if self.vf is not None else None
+        old_seq = self.acc.server_seq
         self.acc.replace(data)
         if self.vf is None:
             self.vf = VirtualServiceFile(self.acc)
         else:
             self.vf.refresh()
+            # A resync is a change too: name what moved so event consumers miss nothing.
+            after = _versions(self.vf)
+            self._announce(tuple(n for n, v in after.items() if before.get(n) != v), old_seq)
         self._drain()
 
     def _drain(self) -> None:
@@ -175,12 +215,16 @@ class _Subscription:
         self.refs = 0
         self.mirrors: list[_Mirror] = []
         self.listeners: list[anyio.abc.ObjectSendStream[dict[str, Any]]] = []
+        #: the highest change sequence number seen; a resubscription resumes after it
+        self.seq = 0
 
 
 class Client:
     """A connection to a commy server; create it with `connect`."""
 
-    def __init__(self, conn: Connection, *, tenant: str, config: Config, locality: str) -> None:
+    def __init__(
+        self, conn: Connection, *, tenant: str, config: Config, locality: str, reconnect: bool = True
+    ) -> None:
         if locality not in ("auto", "local", "remote"):
             raise InvalidRequest(f"locality must be auto, local or remote, got {locality!r}")
         self.tenant = tenant
@@ -191,7 +235,21 @@ class Client:
         self._conn = conn
         self._ids = itertools.count(1)
         self._calls: dict[int, _Call] = {}
-        self._send_lock = anyio.Lock()
+        # fast_acquire: an uncontended send must not yield to the loop first
+        self._send_lock = anyio.Lock(fast_acquire=True)
+        self._reading = False  # a task (or the background reader) is reading the connection
+        self._bg_wake = anyio.Event()
+        self._orphans = 0  # fire-and-forget calls in flight: their replies need a reader
+        self._online = anyio.Event()  # unset while reconnecting
+        self._online.set()
+        self._reconnect = reconnect
+        #: opens a new connection (set by `connect`); None: no reconnecting
+        self._connector: Callable[[], Awaitable[Connection]] | None = None
+        self._lost_conn: Connection | None = None
+        self._auth_fields: dict[str, Any] = {}
+        self._closing = False
+        #: how often the connection was re-established
+        self.reconnects = 0
         self._timeout = config.client.timeout
         self._max_size = protocol.MAX_MESSAGE_SIZE
         self._subs: dict[tuple[str, str], _Subscription] = {}
@@ -205,6 +263,13 @@ class Client:
         self.write_errors: list[CommyError] = []
 
     # ------------------------------------------------------------------ plumbing
+    #
+    # Reading the connection: "the leader reads". A task waiting for its reply reads the
+    # connection itself when nobody else is, and dispatches whatever arrives (other
+    # tasks' replies, pushes) until its own reply is there; then it hands the reading
+    # to another waiting task, or to the background reader when pushes or
+    # fire-and-forget replies are expected. A hand-off through a background task costs
+    # more than the request (FACTS.md, Transport), so the common case has none.
     @property
     def closed(self) -> bool:
         return self._closed
@@ -213,37 +278,178 @@ class Client:
         if self._tg is not None and not self._closed:
             self._tg.start_soon(fn, *args)
 
-    async def _send(self, msg: dict[str, Any]) -> None:
+    async def _wait_online(self) -> None:
+        """Wait (up to ``client.timeout``) while a lost connection is being re-established."""
+        if not self._online.is_set():
+            with anyio.move_on_after(self._timeout):
+                await self._online.wait()
+        if self._closed:
+            raise ConnectionLost("the client is closed")
+        if not self._online.is_set():
+            raise ConnectionLost(f"not reconnected to the server within {self._timeout} s")
+
+    async def _send(self, msg: dict[str, Any], internal: bool = False) -> None:
+        if not internal and not self._online.is_set():
+            await self._wait_online()
         if self._closed:
             raise ConnectionLost("the client is closed")
         text = protocol.encode(msg)
-        async with self._send_lock:
-            await self._conn.send(text)
-
-    async def _reader(self) -> None:
+        conn = self._conn
         try:
-            while True:
-                text = await self._conn.receive()
+            async with self._send_lock:
+                await conn.send(text)
+        except ConnectionLost as exc:
+            self._on_lost(conn, exc)
+            raise
+
+    async def _read_one(self) -> None:
+        """Receive one message and dispatch it (a reply to its call, a push to subscribers)."""
+        conn = self._conn
+        try:
+            text = await conn.receive()
+        except ConnectionLost as exc:
+            self._on_lost(conn, exc)
+            return
+        try:
+            msg = protocol.decode(text, max_size=self._max_size, direction="response")
+        except CommyError as exc:
+            log.warning("dropping a malformed message from the server: %s", exc)
+            return
+        mid = msg.get("id")
+        if mid is None:
+            self._on_push(msg)
+            return
+        call = self._calls.get(mid)
+        if call is not None:
+            self._on_reply(mid, call, msg)
+
+    def _bg_needed(self) -> bool:
+        return bool(self._subs or self._orphans) and self._online.is_set() and not self._closed
+
+    async def _background_reader(self) -> None:
+        """Reads only while nobody else does and something may arrive that no task awaits."""
+        while not self._closed:
+            if self._reading or not self._bg_needed():
+                await self._bg_wake.wait()
+                self._bg_wake = anyio.Event()
+                continue
+            self._reading = True
+            try:
+                while self._bg_needed():
+                    await self._read_one()
+            finally:
+                self._reading = False
+                self._handoff()
+
+    def _handoff(self) -> None:
+        """The reader stopped: wake one task still waiting for a reply, else the background reader."""
+        for call in self._calls.values():
+            if call.waiting and not call.finished:
+                assert call.event is not None
+                call.event.set()
+                return
+        if self._bg_needed():
+            self._bg_wake.set()
+
+    async def _until_done(self, call: _Call) -> None:
+        while not call.finished:
+            if self._reading:
+                call.event = anyio.Event()
+                call.waiting = True
                 try:
-                    msg = protocol.decode(text, max_size=self._max_size, direction="response")
-                except CommyError as exc:
-                    log.warning("dropping a malformed message from the server: %s", exc)
-                    continue
-                mid = msg.get("id")
-                if mid is None:
-                    self._on_push(msg)
-                    continue
-                call = self._calls.get(mid)
-                if call is not None:
-                    self._on_reply(mid, call, msg)
-        except ConnectionLost:
-            pass
-        finally:
+                    await call.event.wait()
+                finally:
+                    call.waiting = False
+                continue
+            self._reading = True
+            try:
+                while not call.finished:
+                    await self._read_one()
+            finally:
+                self._reading = False
+                self._handoff()
+
+    def _on_lost(self, conn: Connection, exc: CommyError) -> None:
+        """The connection died: fail what was in flight, then reconnect (or close)."""
+        if conn is not self._conn or conn is self._lost_conn:
+            return  # a connection already given up, or one since replaced
+        self._lost_conn = conn
+        if not self._closing:
+            log.warning("connection to the server lost: %s", exc)
+        error = ConnectionLost(
+            f"connection to the server lost before the answer came ({exc}); "
+            "the request may or may not have been applied: retry it"
+        )
+        calls, self._calls = self._calls, {}
+        self._orphans = 0
+        for call in calls.values():
+            if call.fire_and_forget:
+                self._record_write_error(error)
+            call.error = error
+            call.finish()
+        if self._closing or self._connector is None or not self._reconnect:
             self._closed = True
-            for call in list(self._calls.values()):
-                call.error = ConnectionLost("connection to the server lost")
-                call.done.set()
-            self._calls.clear()
+            self._online.set()  # wake waiters: they see the client closed
+        elif self._online.is_set():
+            self._online = anyio.Event()
+            self._spawn(self._reconnect_loop, conn)
+        self._bg_wake.set()
+
+    async def _reconnect_loop(self, old: Connection) -> None:
+        """Reconnect with exponential backoff and full jitter, re-authenticate, resubscribe."""
+        await self._close_connection(old)
+        delay = RECONNECT_MIN_DELAY
+        while not self._closing:
+            await anyio.sleep(random.uniform(0, delay))
+            delay = min(delay * 2, RECONNECT_MAX_DELAY)
+            assert self._connector is not None
+            try:
+                conn = await self._connector()
+            except CommyError as exc:
+                log.info("reconnecting failed: %s (next try within %.2f s)", exc, delay)
+                continue
+            self._conn = conn
+            try:
+                await self._resume_session()
+            except (ConnectionLost, Timeout) as exc:
+                log.info("reconnected session failed: %s", exc)
+                await self._close_connection(conn)
+                continue
+            except CommyError as exc:  # e.g. the key was revoked: retrying cannot help
+                log.error("giving up reconnecting: %s", exc)
+                self._closed = True
+                self._online.set()
+                await self._close_connection(conn)
+                return
+            self.reconnects += 1
+            log.info("reconnected to the server (reconnect #%d)", self.reconnects)
+            self._online.set()
+            self._bg_wake.set()
+            return
+
+    async def _resume_session(self) -> None:
+        await self._request("Authenticate", self._auth_fields, internal=True)
+        for (tenant, service), sub in list(self._subs.items()):
+            try:
+                reply = await self._request(
+                    "Subscribe", {"tenant": tenant, "service": service, "since": sub.seq}, internal=True
+                )
+            except (ConnectionLost, Timeout):
+                raise
+            except CommyError as exc:
+                log.warning("resubscribing to %s/%s failed: %s", tenant, service, exc)
+                continue
+            if reply.get("resume") == "snapshot":
+                # The server no longer holds every change since sub.seq (or restarted
+                # from an older file): it pushes all current values; mirrors take a
+                # whole new snapshot as well so nothing stale survives.
+                for mirror in sub.mirrors:
+                    mirror.busy = False
+                    self._spawn(mirror.resync)
+
+    def _record_write_error(self, error: CommyError) -> None:
+        log.warning("write failed: %s", error)
+        self.write_errors = [*self.write_errors[-99:], error]
 
     def _on_reply(self, mid: int, call: _Call, msg: dict[str, Any]) -> None:
         if msg["type"] == "Error":
@@ -258,18 +464,22 @@ class Client:
             call.reply = msg
         self._calls.pop(mid, None)
         if call.fire_and_forget:
+            self._orphans -= 1
             if call.error is not None:
-                log.warning("write failed on the server: %s", call.error)
-                self.write_errors = [*self.write_errors[-99:], call.error]
+                self._record_write_error(call.error)
             return
-        call.done.set()
+        call.finish()
 
     def _on_push(self, msg: dict[str, Any]) -> None:
         if msg["type"] != "VariablesUpdated":
+            if msg["type"] == "SubscriptionClosed":
+                self._on_subscription_closed(msg)
             return
         sub = self._subs.get((msg["tenant"], msg["service"]))
         if sub is None:
             return
+        if msg["seq"] > sub.seq:
+            sub.seq = msg["seq"]  # where a resume after a reconnect starts
         for mirror in sub.mirrors:
             mirror.on_push(msg)
         for stream in sub.listeners:
@@ -285,12 +495,17 @@ class Client:
             async for msg, call in self._writes_out:
                 mid = next(self._ids)
                 self._calls[mid] = call
+                if call.fire_and_forget:
+                    self._orphans += 1
+                    self._bg_wake.set()  # its reply needs a reader even if nobody waits
                 try:
                     await self._send({**msg, "id": mid})
                 except ConnectionLost as exc:
-                    self._calls.pop(mid, None)
+                    if self._calls.pop(mid, None) is not None and call.fire_and_forget:
+                        self._orphans -= 1
+                        self._record_write_error(exc)
                     call.error = exc
-                    call.done.set()
+                    call.finish()
 
     def _queue_write(self, tenant: str, service: str, name: str, wire: Any, call: _Call | None) -> None:
         msg = {"type": "WriteVariable", "tenant": tenant, "service": service, "name": name, "value": wire}
@@ -304,7 +519,7 @@ class Client:
     async def _wait(self, call: _Call, what: str) -> dict[str, Any]:
         try:
             with anyio.fail_after(self._timeout):
-                await call.done.wait()
+                await self._until_done(call)
         except TimeoutError:
             raise Timeout(f"{what}: no answer within {self._timeout} s") from None
         if call.error is not None:
@@ -312,19 +527,29 @@ class Client:
         assert call.reply is not None
         return call.reply
 
-    async def request(self, type: str, **fields: Any) -> dict[str, Any]:
-        """Send one request and return its reply; the server's errors raise as their class."""
+    async def _request(self, type: str, fields: dict[str, Any], internal: bool = False) -> dict[str, Any]:
+        if not internal and not self._online.is_set():
+            await self._wait_online()
         mid = next(self._ids)
         call = _Call()
         self._calls[mid] = call
         try:
-            await self._send({"type": type, "id": mid, **fields})
+            await self._send({"type": type, "id": mid, **fields}, internal)
             reply = await self._wait(call, type)
         finally:
             self._calls.pop(mid, None)
         if type == "ReadService":
             reply = {**reply, "data": b"".join(call.parts[i] for i in range(len(call.parts)))}
         return reply
+
+    async def request(self, type: str, **fields: Any) -> dict[str, Any]:
+        """Send one request and return its reply; the server's errors raise as their class.
+
+        `ConnectionLost` when the connection broke before the answer came: the request
+        may or may not have been applied; the client reconnects by itself (unless
+        ``reconnect`` is off), so the application may retry.
+        """
+        return await self._request(type, fields)
 
     async def aclose(self) -> None:
         """Say goodbye and stop the background tasks (idempotent).
@@ -333,20 +558,28 @@ class Client:
         a transport may have entered cancel scopes in ``connect()`` that must be left
         in the same order.
         """
-        if not self._closed:
+        self._closing = True
+        if not self._closed and self._online.is_set():
             with anyio.move_on_after(1, shield=True):
                 try:
                     await self.request("Disconnect")
                 except CommyError:
                     pass
         self._closed = True
+        self._online.set()
+        self._bg_wake.set()
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
 
-    async def _close_connection(self) -> None:
-        with anyio.CancelScope(shield=True):
+    async def _close_connection(self, conn: Connection | None = None) -> None:
+        # Bounded and shielded: closing runs in finally blocks of cancelled scopes and must
+        # neither be cancelled half-way nor hang on a dead peer. Transports keep their own
+        # cancel scopes off the caller's task (httpx-ws runs in a detached host task), so
+        # nothing cancelled is left behind on this one.
+        conn = self._conn if conn is None else conn
+        with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
             try:
-                await self._conn.aclose()
+                await conn.aclose()
             except Exception:  # already broken: nothing left to close
                 log.debug("closing the connection failed", exc_info=True)
 
@@ -361,6 +594,7 @@ class Client:
         if credentials:
             fields["credentials"] = credentials
         reply = await self.request("Authenticate", **fields)
+        self._auth_fields = fields  # to authenticate again after a reconnect
         self.principal = reply["principal"]
         self.roles = reply["roles"]
         return reply
@@ -380,6 +614,86 @@ class Client:
 
     async def list_tenants(self) -> list[str]:
         return (await self.request("ListTenants"))["tenants"]
+
+    # ------------------------------------------------------------------ administration
+    # Grants, roles and API keys of a tenant (tenant admin; server admin for any tenant).
+    async def logout(self) -> None:
+        """End this connection's authentication; its subscriptions end on the server."""
+        await self.request("Logout")
+        self.principal = None
+        self.roles = []
+
+    async def grant(
+        self,
+        principal: str,
+        service: str | None = None,
+        permission: str | None = None,
+        *,
+        role: str | None = None,
+        tenant: str | None = None,
+    ) -> None:
+        """Grant ``permission`` (read/write/admin) on ``service`` (a name or glob), or a role."""
+        fields: dict[str, Any] = {"tenant": self._t(tenant), "principal": principal}
+        for k, v in (("service", service), ("permission", permission), ("role", role)):
+            if v is not None:
+                fields[k] = v
+        await self.request("Grant", **fields)
+
+    async def revoke(
+        self, principal: str, service: str | None = None, *, role: str | None = None, tenant: str | None = None
+    ) -> None:
+        """Remove the grant on ``service`` (exactly as granted), or a role; live sessions follow."""
+        fields: dict[str, Any] = {"tenant": self._t(tenant), "principal": principal}
+        if service is not None:
+            fields["service"] = service
+        if role is not None:
+            fields["role"] = role
+        await self.request("Revoke", **fields)
+
+    async def list_grants(self, principal: str | None = None, *, tenant: str | None = None) -> list[dict[str, str]]:
+        fields: dict[str, Any] = {"tenant": self._t(tenant)}
+        if principal is not None:
+            fields["principal"] = principal
+        return (await self.request("ListGrants", **fields))["grants"]
+
+    async def create_api_key(
+        self,
+        principal: str,
+        *,
+        roles: list[str] | tuple[str, ...] = (),
+        grants: dict[str, str] | None = None,
+        description: str = "",
+        tenant: str | None = None,
+        server_wide: bool = False,
+    ) -> dict[str, Any]:
+        """A new key: ``{"key", "key_id", "principal", "tenant"}``; the key is shown only now."""
+        fields: dict[str, Any] = {"principal": principal, "description": description}
+        if server_wide:
+            fields["server_wide"] = True
+        else:
+            fields["tenant"] = self._t(tenant)
+        if roles:
+            fields["roles"] = list(roles)
+        if grants:
+            fields["grants"] = dict(grants)
+        reply = await self.request("CreateApiKey", **fields)
+        return {k: reply.get(k) for k in ("key", "key_id", "principal", "tenant")}
+
+    async def revoke_api_key(self, key_id: str) -> None:
+        await self.request("RevokeApiKey", key_id=key_id)
+
+    async def list_api_keys(self, *, tenant: str | None = None) -> list[dict[str, Any]]:
+        fields = {} if tenant is None else {"tenant": tenant}
+        return (await self.request("ListApiKeys", **fields))["keys"]
+
+    def _on_subscription_closed(self, msg: dict[str, Any]) -> None:
+        """The server ended a subscription (permission or key revoked): end its streams."""
+        key = (msg["tenant"], msg["service"])
+        log.warning("server closed the subscription to %s/%s: [%s] %s", *key, msg["code"], msg["message"])
+        sub = self._subs.pop(key, None)
+        if sub is not None:
+            for stream in sub.listeners:
+                stream.close()
 
     # ------------------------------------------------------------------ services
     def _remember(self, reply: dict[str, Any]) -> ServiceInfo:
@@ -476,10 +790,12 @@ class Client:
         if sub is None:
             sub = self._subs[key] = _Subscription()
             try:
-                await self.request("Subscribe", tenant=tenant, service=service)
+                reply = await self.request("Subscribe", tenant=tenant, service=service)
             except BaseException:
                 self._subs.pop(key, None)
                 raise
+            sub.seq = max(sub.seq, reply["seq"])
+            self._bg_wake.set()  # pushes may now arrive while no request is reading
         sub.refs += 1
         return sub
 
@@ -533,7 +849,7 @@ class Client:
         server. ``vf.is_local`` tells which."""
         t = self._t(tenant)
         info = await self.request("GetServiceFilePath", tenant=t, service=service)
-        readonly = info["permission"] == "read"
+        readonly = info.get("readonly", info["permission"] == "read")
         if self.locality != "remote":
             vf = _map_local(info, readonly)
             if vf is not None:
@@ -557,6 +873,10 @@ class Client:
             raise
         assert mirror.vf is not None
         return mirror.vf
+
+
+def _versions(vf: VirtualServiceFile) -> dict[str, int]:
+    return {name: vf.version(name) for name in vf.names()}
 
 
 def _map_local(info: dict[str, Any], readonly: bool) -> VirtualServiceFile | None:
@@ -611,6 +931,7 @@ async def connect(
     ssl_context: Any = None,
     locality: str | None = None,
     config: Config | None = None,
+    reconnect: bool | None = None,
 ) -> AsyncIterator[Client]:
     """Connect and authenticate; the client closes when the block ends.
 
@@ -618,7 +939,9 @@ async def connect(
     ``client.transport`` from config, ``"wss"`` by default); ``api_key`` defaults to
     ``client.api_key`` (env ``COMMY_CLIENT_API_KEY``); ``locality`` (``"auto"``,
     ``"local"``, ``"remote"``) to ``client.locality``; ``ssl_context`` to one built from
-    ``client.ca_file`` / ``cert_file`` / ``key_file`` when any is set.
+    ``client.ca_file`` / ``cert_file`` / ``key_file`` when any is set; ``reconnect``
+    (default ``client.reconnect``, on) re-establishes a lost connection with backoff,
+    re-authenticates and resumes subscriptions from their last sequence number.
     """
     from commy.plugins import get_plugins
 
@@ -632,12 +955,21 @@ async def connect(
     options = ClientOptions(ssl_context=ssl_context, connect_timeout=cfg.client.timeout)
     # No timeout scope around this: a transport may enter a task group in connect() that
     # outlives it (httpx-ws does); the transport bounds the connect by connect_timeout.
-    conn = await plugins.transports.get(name)().connect(url, options)
-    client = Client(conn, tenant=tenant, config=cfg, locality=locality)
+    transport_obj = plugins.transports.get(name)()
+
+    async def connector() -> Connection:
+        return await transport_obj.connect(url, options)
+
+    conn = await connector()
+    client = Client(
+        conn, tenant=tenant, config=cfg, locality=locality,
+        reconnect=cfg.client.reconnect if reconnect is None else reconnect,
+    )
+    client._connector = connector
     try:
         async with anyio.create_task_group() as tg:
             client._tg = tg
-            tg.start_soon(client._reader)
+            tg.start_soon(client._background_reader)
             tg.start_soon(client._writer)
             try:
                 await client.authenticate(key)

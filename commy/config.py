@@ -43,6 +43,8 @@ class ClientConfig:
     cert_file: str | None = None
     key_file: str | None = None
     timeout: float = 10.0
+    #: re-establish a lost connection (backoff with jitter), re-authenticate, resume
+    reconnect: bool = True
 
 
 @attrs.define
@@ -67,6 +69,78 @@ class ServerConfig:
     max_variable_size: int = 128 * 1024
     #: listener name for the in-process transport (``inproc://<name>``)
     name: str | None = None
+    #: refuse the TLS handshake of clients without a certificate (needs client_ca_file);
+    #: off by default so API-key clients and mTLS clients can share one listener
+    client_cert_required: bool = False
+    #: backplane plugin shared with other servers (``"none"``: this server alone, SQLite
+    #: metadata; ``"redis"``: see [backplane] and docs/scale-out.md)
+    backplane: str = "none"
+
+
+@attrs.define
+class LimitsConfig:
+    """Hard limits; each refusal is a LIMIT_EXCEEDED error naming the key (docs/security.md)."""
+
+    #: file size of one service (header + directory + data), bytes
+    max_service_size: int = 64 << 20
+    #: live variables in one service
+    max_variables_per_service: int = 1024
+    #: services in one tenant
+    max_services_per_tenant: int = 1000
+    #: services one connection may subscribe to
+    max_subscriptions: int = 1000
+    #: coalesced variable updates waiting for one slow client; beyond it the client is
+    #: disconnected (memory stays bounded whatever the write rate)
+    max_pending_pushes: int = 100_000
+    #: failed Authenticate attempts before the server closes the connection
+    max_auth_failures: int = 5
+
+
+@attrs.define
+class MtlsConfig:
+    """How the ``mtls`` authenticator maps a verified client certificate to a principal.
+
+    Each rule is ``FIELD:PATTERN`` or ``FIELD:PATTERN => TENANT/PRINCIPAL``; FIELD is
+    ``cn``, ``dns``, ``email`` or ``uri``; PATTERN may hold ``{tenant}``, ``{principal}``
+    and ``*``. The first matching rule wins (docs/security.md).
+    """
+
+    rules: list[str] = attrs.field(factory=lambda: ["uri:commy://{tenant}/{principal}"])
+
+
+@attrs.define
+class AccessConfig:
+    """Permissions given by config (in addition to the ones stored by admin messages).
+
+    ``grants``: ``"TENANT/PRINCIPAL:SERVICE_GLOB=read|write|admin"``;
+    ``roles``: ``"TENANT/PRINCIPAL=tenant-admin"`` or ``"*/PRINCIPAL=server-admin"``.
+    """
+
+    grants: list[str] = attrs.field(factory=list)
+    roles: list[str] = attrs.field(factory=list)
+
+
+@attrs.define
+class BackplaneConfig:
+    """Connection to the engine a backplane runs on (docs/scale-out.md)."""
+
+    #: ``redis://host:port/db``, ``rediss://`` for TLS, ``unix:///path.sock``
+    url: str = "redis://127.0.0.1:6379/0"
+    username: str | None = None
+    #: better from the environment (COMMY_BACKPLANE_PASSWORD) than from a file
+    password: str | None = None
+    #: CA bundle that verifies the server of a ``rediss://`` URL
+    ca_file: str | None = None
+    #: client certificate and key for Redis mTLS
+    cert_file: str | None = None
+    key_file: str | None = None
+    #: every key starts with it: several deployments can share one Redis
+    prefix: str = "commy"
+    #: approximate length each service's change stream is trimmed to; a node that falls
+    #: further behind resynchronises from the latest-values hash
+    stream_maxlen: int = 100_000
+    #: seconds one Redis command may take before the node treats Redis as down
+    timeout: float = 5.0
 
 
 @attrs.define
@@ -81,6 +155,10 @@ class Config:
     client: ClientConfig = attrs.field(factory=ClientConfig)
     server: ServerConfig = attrs.field(factory=ServerConfig)
     plugins: PluginsConfig = attrs.field(factory=PluginsConfig)
+    limits: LimitsConfig = attrs.field(factory=LimitsConfig)
+    mtls: MtlsConfig = attrs.field(factory=MtlsConfig)
+    access: AccessConfig = attrs.field(factory=AccessConfig)
+    backplane: BackplaneConfig = attrs.field(factory=BackplaneConfig)
     #: where the file part came from (None: no file)
     source: str | None = attrs.field(default=None, eq=False)
 
@@ -89,7 +167,16 @@ class Config:
         return Path(self.data_dir).expanduser()
 
 
-SECTIONS = {"kernel": KernelConfig, "client": ClientConfig, "server": ServerConfig, "plugins": PluginsConfig}
+SECTIONS = {
+    "kernel": KernelConfig,
+    "client": ClientConfig,
+    "server": ServerConfig,
+    "plugins": PluginsConfig,
+    "limits": LimitsConfig,
+    "mtls": MtlsConfig,
+    "access": AccessConfig,
+    "backplane": BackplaneConfig,
+}
 TOP_LEVEL = {"data_dir"}
 
 # Environment variables that are not config keys but are read elsewhere.

@@ -37,3 +37,12 @@ def commy_register_transports(register):
 @hookspec
 def commy_register_authenticators(register):
     """Register authenticators: ``register("name", factory)``."""
+
+
+@hookspec
+def commy_register_backplanes(register):
+    """Register backplanes: ``register("name", factory)``.
+
+    ``factory(config)`` returns a `commy.backplane.Backplane`; config ``server.backplane``
+    picks one (default ``"none"``: a single node with SQLite metadata).
+    """

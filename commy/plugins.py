@@ -22,7 +22,7 @@ from commy.registry import Registry
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "commy"
-KINDS = ("kernels", "accessors", "transports", "authenticators")
+KINDS = ("kernels", "accessors", "transports", "authenticators", "backplanes")
 
 # Built-ins go through the same hooks as third-party plugins.
 BUILTIN_PLUGINS = {
@@ -30,6 +30,7 @@ BUILTIN_PLUGINS = {
     "builtin_accessors": "commy.accessors.builtin",
     "builtin_transports": "commy.transports.builtin",
     "builtin_authenticators": "commy.auth.builtin",
+    "builtin_backplanes": "commy.backplane",
 }
 
 
@@ -66,6 +67,10 @@ class Plugins:
     @property
     def authenticators(self) -> Registry:
         return self.registries["authenticators"]
+
+    @property
+    def backplanes(self) -> Registry:
+        return self.registries["backplanes"]
 
     def _collect(self) -> None:
         # Call every implementation on its own so each registration is attributed

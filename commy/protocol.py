@@ -65,6 +65,14 @@ def _name(v: object) -> bool:
     return isinstance(v, str) and 0 < len(v) <= 256
 
 
+def _short_str(v: object) -> bool:
+    return isinstance(v, str) and len(v) <= 1024
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _bool(v: object) -> bool:
     return isinstance(v, bool)
 
@@ -106,23 +114,50 @@ def _details(v: object) -> bool:
 
 
 def _record(fields: dict[str, tuple[Callable[[object], bool], bool]]) -> Callable[[object], bool]:
+    _REQUIRED_COUNT[id(fields)] = _count_required(fields)
+
     def check(v: object) -> bool:
         return isinstance(v, dict) and _fields_ok(v, fields) is None
 
     return check
 
 
-def _fields_ok(msg: dict, fields: dict[str, tuple[Callable[[object], bool], bool]]) -> str | None:
-    """None when ``msg`` matches ``fields``; else the reason."""
+#: required-field count of each field table (keyed by id), so a complete message skips
+#: the search for the missing field
+_REQUIRED_COUNT: dict[int, int] = {}
+
+
+def _count_required(fields: dict[str, tuple[Callable[[object], bool], bool]]) -> int:
+    return sum(1 for _check, req in fields.values() if req)
+
+
+def _fields_ok(
+    msg: dict, fields: dict[str, tuple[Callable[[object], bool], bool]], skip: frozenset[str] = frozenset()
+) -> str | None:
+    """None when ``msg`` (minus the ``skip`` keys) matches ``fields``; else the reason."""
+    required = 0
     for key, value in msg.items():
         spec = fields.get(key)
         if spec is None:
+            if key in skip:
+                continue
             return f"unknown field {key!r}"
-        if not spec[0](value):
+        check, req = spec
+        # Inline the two commonest checks: a call per field is most of decode's cost.
+        if check is _name:
+            if not (type(value) is str and 0 < len(value) <= 256):
+                return f"bad value for field {key!r}"
+        elif check is _uint:
+            if not (type(value) is int and 0 <= value < 18446744073709551616):
+                return f"bad value for field {key!r}"
+        elif not check(value):
             return f"bad value for field {key!r}"
-    for key, (_check, required) in fields.items():
-        if required and key not in msg:
-            return f"missing field {key!r}"
+        if req:
+            required += 1
+    if required != _REQUIRED_COUNT.get(id(fields), -1):
+        for key, (_check, req) in fields.items():
+            if req and key not in msg:
+                return f"missing field {key!r}"
     return None
 
 
@@ -143,6 +178,20 @@ _VAR_UPDATE = _record({"name": (_name, R), "version": (_uint, R), "value": (_jso
 _REPORTED = _list_of(_name)
 _SERVICE_SUMMARY = _record(
     {"name": (_name, R), "service_id": (_str, R), "ephemeral": (_bool, R)}
+)
+
+_GRANT = _record(
+    {"principal": (_name, R), "service": (_name, R), "permission": (_name, R), "source": (_name, R)}
+)
+_KEY_INFO = _record(
+    {
+        "key_id": (_name, R),
+        "tenant": (_name, O),
+        "principal": (_name, R),
+        "created": (_number, R),
+        "revoked": (_bool, R),
+        "description": (_short_str, R),
+    }
 )
 
 #: The optional ``tenant`` field on service-scoped requests defaults to the session's tenant.
@@ -169,12 +218,34 @@ REQUESTS: dict[str, dict[str, tuple[Callable[[object], bool], bool]]] = {
     "ReadVariable": {**_SVC, "name": (_name, R)},
     "WriteVariable": {**_SVC, "name": (_name, R), "value": (_json_value, R)},
     "ReadService": dict(_SVC),
-    "Subscribe": dict(_SVC),
+    # since: resume after this change sequence number (see docs/protocol.md, Resume)
+    "Subscribe": {**_SVC, "since": (_uint, O)},
     "Unsubscribe": dict(_SVC),
     "GetServiceFilePath": dict(_SVC),
     "ReportVariableChanges": {**_SVC, "names": (_REPORTED, R)},
     "Heartbeat": {},
     "Disconnect": {},
+    # Session and tenant administration (docs/security.md).
+    "Logout": {},
+    "Grant": {
+        "tenant": (_name, O),
+        "principal": (_name, R),
+        "service": (_name, O),
+        "permission": (_name, O),
+        "role": (_name, O),
+    },
+    "Revoke": {"tenant": (_name, O), "principal": (_name, R), "service": (_name, O), "role": (_name, O)},
+    "ListGrants": {"tenant": (_name, O), "principal": (_name, O)},
+    "CreateApiKey": {
+        "tenant": (_name, O),
+        "principal": (_name, R),
+        "roles": (_list_of(_name), O),
+        "grants": (_str_dict, O),
+        "description": (_short_str, O),
+        "server_wide": (_bool, O),
+    },
+    "RevokeApiKey": {"key_id": (_name, R)},
+    "ListApiKeys": {"tenant": (_name, O)},
 }
 
 # Responses (server → client, echo the request id) and pushes (no id).
@@ -218,7 +289,7 @@ RESPONSES: dict[str, dict[str, tuple[Callable[[object], bool], bool]]] = {
         "size": (_uint, R),
         "data": (_b64, R),
     },
-    "Subscribed": {"tenant": (_name, R), "service": (_name, R), "seq": (_uint, R)},
+    "Subscribed": {"tenant": (_name, R), "service": (_name, R), "seq": (_uint, R), "resume": (_name, O)},
     "ServiceFilePath": {
         "tenant": (_name, R),
         "service": (_name, R),
@@ -227,6 +298,7 @@ RESPONSES: dict[str, dict[str, tuple[Callable[[object], bool], bool]]] = {
         "size": (_uint, R),
         "locality_token": (_b64, R),
         "permission": (_name, R),
+        "readonly": (_bool, O),
     },
     "VariablesUpdated": {
         "tenant": (_name, R),
@@ -236,11 +308,20 @@ RESPONSES: dict[str, dict[str, tuple[Callable[[object], bool], bool]]] = {
         "variables": (_list_of(_VAR_UPDATE), R),
     },
     "Heartbeat": {},
+    "GrantList": {"tenant": (_name, R), "grants": (_list_of(_GRANT), R)},
+    "ApiKeyCreated": {"key": (_str, R), "key_id": (_name, R), "tenant": (_name, O), "principal": (_name, R)},
+    "ApiKeyList": {"keys": (_list_of(_KEY_INFO), R)},
+    # push: the server ended a subscription (revoked permission or credentials, logout)
+    "SubscriptionClosed": {"tenant": (_name, R), "service": (_name, R), "code": (_name, R), "message": (_str, R)},
     "Error": {"code": (_name, R), "message": (_str, R), "details": (_details, O)},
 }
 
-PUSHES = frozenset({"VariablesUpdated"})
+for _table in (*REQUESTS.values(), *RESPONSES.values()):
+    _REQUIRED_COUNT[id(_table)] = _count_required(_table)
+
+PUSHES = frozenset({"VariablesUpdated", "SubscriptionClosed"})
 MESSAGE_TYPES = frozenset(REQUESTS) | frozenset(RESPONSES)
+_ENVELOPE = frozenset({"type", "id"})
 
 # ---------------------------------------------------------------- encode / decode
 
@@ -302,8 +383,7 @@ def _decode(text: str | bytes, max_size: int, direction: str) -> dict[str, Any]:
         raise InvalidRequest("bad message 'id'")
     if direction == "request" and mid is None:
         raise InvalidRequest(f"{kind} needs an 'id'")
-    body = {k: val for k, val in msg.items() if k not in ("type", "id")}
-    problem = _fields_ok(body, fields)
+    problem = _fields_ok(msg, fields, _ENVELOPE)
     if problem is not None:
         raise InvalidRequest(f"{kind}: {problem}")
     return msg

@@ -595,6 +595,7 @@ class VirtualServiceFile:
         from commy.watcher import FileWatcher, WatcherOptions
 
         if not self.is_local:
+            self.events  # noqa: B018 - a mirror publishes pushed changes once its hub exists
             return  # a remote mirror gets its events pushed by the server
         self._watcher = FileWatcher(
             self.path, hub=self.events, kernel=self._kernel, options=WatcherOptions(**options)
@@ -625,6 +626,23 @@ class VirtualServiceFile:
     def try_get_file_change(self):
         """The next pending `FileChangeEvent`, or None."""
         return self.events.try_get()
+
+    def iter_changes(self, timeout: float | None = None) -> Iterator[Any]:
+        """``for event in vf.iter_changes(timeout=5): ...``: blocking, no event loop needed.
+
+        Starts monitoring if needed; the loop ends after ``timeout`` seconds without a
+        change (never when ``timeout`` is None).
+        """
+        from commy.errors import Timeout
+
+        if not self.monitoring:
+            self.start_file_monitoring()
+        while True:
+            try:
+                event = self.wait_for_file_change(timeout)
+            except Timeout:
+                return
+            yield event
 
     async def changes(self, buffer: int = 1024):
         """``async for event in vf.changes()``: starts monitoring if needed."""

@@ -138,13 +138,22 @@ async def test_slow_client_does_not_stall_others(config):
         from commy.transports.inprocess import InProcessTransport
 
         raw = await InProcessTransport(buffer=1).connect(url, ClientOptions())
-        for i in range(20):
-            await raw.send(protocol.encode({"type": "Heartbeat", "id": i}))
-        async with connect(url, config, "acme", key) as c:
-            with anyio.fail_after(5):
-                for i in range(50):
-                    await c.write_variable("s", "x", i)
-                    assert await c.read_variable("s", "x") == i
+
+        async def flood() -> None:
+            # The server stops reading a connection whose answers are not taken
+            # (back-pressure, as over TCP), so these sends block after a few: in a task.
+            for i in range(20):
+                await raw.send(protocol.encode({"type": "Heartbeat", "id": i}))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(flood)
+            await anyio.sleep(0.05)
+            async with connect(url, config, "acme", key) as c:
+                with anyio.fail_after(5):
+                    for i in range(50):
+                        await c.write_variable("s", "x", i)
+                        assert await c.read_variable("s", "x") == i
+            tg.cancel_scope.cancel()
         await raw.aclose()
 
 

@@ -113,12 +113,13 @@ class RemoteBufferAccessor(FileAccessor):
     def apply_update(self, seq: int, layout: int, variables: list[tuple[str, int, Any]]) -> bool:
         """Apply pushed ``(name, version, value)`` changes; False when a new snapshot is needed.
 
-        Pushes at or below the sequence number the mirror already reflects are stale (they
-        raced with the snapshot) and are dropped.
+        Pushes below the sequence number the mirror already reflects are stale (they
+        raced with the snapshot) and are dropped. One at that number is applied: it is
+        the next part of a push split for size, or repeats values the mirror holds.
         """
         if not self._buf:
             return False
-        if seq <= self.server_seq and layout <= self.layout_generation:
+        if seq < self.server_seq and layout <= self.layout_generation:
             return True
         if layout != self.layout_generation:
             return False

@@ -60,4 +60,4 @@ class ApiKeyAuthenticator:
         if row.tenant is not None and row.tenant != request.tenant:
             return Reject("this API key belongs to another tenant")
         roles = self.store.principal_roles(row.tenant, row.principal)
-        return Accept(Principal(request.tenant, row.principal, roles))
+        return Accept(Principal(request.tenant, row.principal, roles, credential=f"api_key:{row.key_id}"))

@@ -5,6 +5,7 @@ A plugin registers ``register("name", factory)`` through ``commy_register_authen
 returns an `Authenticator`. The server tries the authenticators named in
 ``server.authenticators`` in order: the first `Accept` wins, a `Reject` ends the attempt,
 a `Pass` hands on to the next one. Nobody accepting means UNAUTHORIZED.
+`Principal.grants` may carry grants by service name or glob (``"*"``, ``"sensor-*"``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ class Principal:
     #: service name (or ``"*"``) → ``"read" | "write" | "admin"``; the server adds the
     #: grants it stores for (tenant, name) when it checks a request.
     grants: Mapping[str, str] = attrs.field(factory=dict)
+    #: the credential that proved it, e.g. ``"api_key:<key id>"`` or ``"mtls:<sha256>"``;
+    #: the server ends the session when an API key it names is revoked
+    credential: str | None = None
 
     @property
     def server_admin(self) -> bool:

@@ -181,6 +181,14 @@ def run_events_bench(progress=None, samples: int = 300) -> dict:
         fan = _fanout(path, 8, 2.0, say)
         out["fanout_events_per_s"] = fan["events_per_s"]
         out["fanout"] = fan
+        try:
+            from commy.bench.events_remote import remote_fanout
+
+            # The same fan-out through the server to 8 remote subscribers (WSS/TLS),
+            # reported beside the local one: the key above stays the local futex path.
+            out["fanout_remote"] = remote_fanout(8, 8, 2.0, say)
+        except ImportError as exc:
+            out["fanout_remote"] = {"reason": f"remote path not available: {exc}"}
     say("bench events: redis keyspace notifications")
     out["redis_notify_rtt_us_p50"], reason = _redis_keyspace_rtt(min(samples, 300))
     if reason:

@@ -13,6 +13,7 @@ BENCHES = {
     "remote": ("commy.bench.remote", "run_remote_bench"),
     "events": ("commy.bench.events", "run_events_bench"),
     "load": ("commy.bench.load", "run_load_bench"),
+    "scaleout": ("commy.bench.scaleout", "run_scaleout_bench"),
 }
 
 

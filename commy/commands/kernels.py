@@ -17,7 +17,7 @@ def run(args) -> int:
 
     cfg = config_from(args)
     plugins = get_plugins(cfg.plugins.disable)
-    sel = select_kernel(plugins.kernels, cfg.kernel.name, cfg.kernel.variant)
+    sel = select_kernel(plugins.kernels, cfg.kernel.name, cfg.kernel.variant, calibrate=True)
     selected = (sel.kernel.name, sel.kernel.variant)
     if args.json:
         print_json(

@@ -21,7 +21,7 @@ def add_commands(sub) -> None:
     p.add_argument("--data-dir", help="data root (data_dir)")
     p.set_defaults(func=run_serve)
 
-    keys = sub.add_parser("keys", help="API keys (offline, straight on the data_dir store)")
+    keys = sub.add_parser("keys", help="API keys (offline on the data_dir store, or --url: a running server)")
     ks = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     p = ks.add_parser("create", help="create an API key and print it once")
     who = p.add_mutually_exclusive_group(required=True)
@@ -33,14 +33,17 @@ def add_commands(sub) -> None:
                    help="grant read|write|admin on a service ('*' for all); repeatable")
     p.add_argument("--description", default="")
     _data_dir_and_json(p)
+    _keys_remote(p)
     p.set_defaults(func=run_keys_create)
     p = ks.add_parser("list", help="list keys (ids only; keys are never stored)")
     p.add_argument("--tenant")
     _data_dir_and_json(p)
+    _keys_remote(p)
     p.set_defaults(func=run_keys_list)
     p = ks.add_parser("revoke", help="revoke a key by id")
     p.add_argument("key_id")
     _data_dir_and_json(p)
+    _keys_remote(p)
     p.set_defaults(func=run_keys_revoke)
 
     tenant = sub.add_parser("tenant", help="tenants on a running server (server admin)")
@@ -90,6 +93,13 @@ def add_commands(sub) -> None:
     p.set_defaults(func=run_remote, op="var_list")
 
 
+def _keys_remote(p) -> None:
+    from commy.commands.admin import remote_options
+
+    remote_options(p, tenant=False)
+    p.add_argument("--auth-tenant", help="with --url: the tenant to authenticate to (default: --tenant)")
+
+
 def _data_dir_and_json(p) -> None:
     p.add_argument("--data-dir", help="data root (data_dir)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -125,15 +135,26 @@ def _config(args):
 def run_serve(args) -> int:
     import anyio
 
+    from commy.commands._common import progress_printer
     from commy.server import Server
 
+    show = progress_printer(True)  # a terminal sees start-up progress; a pipe or log does not
+    show("commy: starting the server (store, plugins, diff kernel) ...")
     cfg = _config(args)
     server = Server(cfg)
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
+            show("commy: starting the listener (TLS certificate, transport) ...")
             url = await tg.start(server.serve)
+            show("")
             print(f"commy server listening on {url} (data: {cfg.data_path})", file=sys.stderr, flush=True)
+            if url.startswith("wss://") and not cfg.server.cert_file:
+                from commy.certs import CA_CERT, DEV_TLS_DIR
+
+                ca = cfg.data_path / DEV_TLS_DIR / CA_CERT
+                print(f"TLS: generated development certificate; clients verify it with --ca-file {ca}",
+                      file=sys.stderr, flush=True)
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for signum in signals:
                     print(f"commy: {signal.Signals(signum).name}, shutting down", file=sys.stderr)
@@ -151,15 +172,20 @@ def run_serve(args) -> int:
 
 
 def _store(args):
-    from commy.server.store import Store
+    from commy.backplane import open_store
 
-    return Store(_config(args).data_path)
+    # With a shared backplane the keys live there, not in this node's SQLite file.
+    return open_store(_config(args))
 
 
 def run_keys_create(args) -> int:
     from commy.auth.base import ROLE_SERVER_ADMIN, ROLE_TENANT_ADMIN
     from commy.errors import InvalidRequest
 
+    if args.url:
+        from commy.commands.admin import run_keys_remote
+
+        return run_keys_remote(args, "keys_create")
     store = _store(args)
     try:
         grants = {}
@@ -193,6 +219,10 @@ def run_keys_create(args) -> int:
 
 
 def run_keys_list(args) -> int:
+    if args.url:
+        from commy.commands.admin import run_keys_remote
+
+        return run_keys_remote(args, "keys_list")
     store = _store(args)
     try:
         rows = store.list_api_keys(args.tenant)
@@ -214,6 +244,10 @@ def run_keys_list(args) -> int:
 
 
 def run_keys_revoke(args) -> int:
+    if args.url:
+        from commy.commands.admin import run_keys_remote
+
+        return run_keys_remote(args, "keys_revoke")
     store = _store(args)
     try:
         store.revoke_api_key(args.key_id)

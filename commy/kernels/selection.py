@@ -96,11 +96,39 @@ def rank_kernels(registry, calibrate: bool = True) -> list[KernelChoice]:
     return table
 
 
+def _calibrate_rows(registry, table: list[KernelChoice], which: set[tuple[str, str]]) -> list[KernelChoice]:
+    out = []
+    budget = CALIBRATION_BUDGET_S / max(len(which), 1)
+    for c in table:
+        if (c.kernel, c.variant) in which:
+            try:
+                kernel = registry.get(c.kernel)().create(c.variant)
+                c = attrs.evolve(c, gbps=_calibrate(kernel, time.perf_counter() + budget))
+            except Exception as exc:
+                c = attrs.evolve(c, available=False, reason=f"failed to run: {exc!r}")
+        out.append(c)
+    out.sort(key=lambda c: (c.available, c.rank, c.gbps or 0.0), reverse=True)
+    return out
+
+
 def select_kernel(
-    registry, name: str | None = None, variant: str | None = None, calibrate: bool = True
+    registry, name: str | None = None, variant: str | None = None, calibrate: bool | None = None
 ) -> Selection:
-    """The kernel config asks for, or the best ranked one."""
-    table = rank_kernels(registry, calibrate=calibrate)
+    """The kernel config asks for, or the best ranked one.
+
+    ``calibrate=None`` calibrates only when the ranking decides: a kernel named by
+    config starts without importing or timing the others (numba alone costs ~1 s).
+    """
+    if calibrate is None and not name:
+        # Calibration only breaks ties between the best ranked variants; timing the
+        # rest would import and compile them for nothing.
+        table = rank_kernels(registry, calibrate=False)
+        best = max((c.rank for c in table if c.available), default=None)
+        tied = [c for c in table if c.available and c.rank == best]
+        if len(tied) > 1:
+            table = _calibrate_rows(registry, table, {(c.kernel, c.variant) for c in tied})
+    else:
+        table = rank_kernels(registry, calibrate=bool(calibrate))
     if name:
         if name not in registry:
             choices = ", ".join(registry.names()) or "none"

@@ -5,7 +5,9 @@ tests and embedders call `handle` directly with any `Connection` (e.g. in-proces
 
 Per connection a `Session` reads messages and runs each request in its own task (bounded
 by ``server.max_inflight``), so a slow request never holds up the next one and one slow
-client never stalls another. Pushes go through a per-session coalescing buffer: only the
+client never stalls another. Cheap requests that never block (``_INLINE``: a mapped read
+or write) are answered in the reader loop itself: a task per message would cost more
+than the work. Pushes go through a per-session coalescing buffer: only the
 latest value of each variable waits, and a client that cannot take a push within
 ``server.push_timeout`` is disconnected.
 """
@@ -24,7 +26,6 @@ import anyio
 from commy import fileformat as ff
 from commy import protocol
 from commy.auth.base import (
-    ANY_SERVICE,
     PERMISSIONS,
     ROLE_SERVER_ADMIN,
     Accept,
@@ -48,8 +49,12 @@ from commy.errors import (
     Unauthorized,
 )
 from commy.names import check_object_name, check_variable_name
+from commy.server import limits
+from commy.server.admin import AdminOps
+from commy.server.changelog import ChangeLog
 from commy.server.events import ChangeEvent, VariableChange
-from commy.server.store import ServiceRow, Store
+from commy.server.permissions import Permissions
+from commy.server.store import ServiceRow
 from commy.transports.base import Connection, ServerOptions
 from commy.vartypes import parse_type
 from commy.virtual_file import VirtualServiceFile
@@ -61,6 +66,9 @@ _LEVEL_NAMES = {v: k for k, v in PERMISSIONS.items()}
 MAX_AUTH_FAILURES = 5
 # Requests answered before authentication.
 _OPEN = frozenset({"Authenticate", "Heartbeat"})
+# Requests answered in the connection's reader loop: they never block (a mapped read or
+# write and one send), and a task + semaphore per message would cost more than the work.
+_INLINE = frozenset({"ReadVariable", "WriteVariable", "Heartbeat"})
 _session_ids = itertools.count(1)
 
 
@@ -77,6 +85,8 @@ class ServiceHandle:
         self.last_layout = vf.layout_generation
         self._ranges_gen = -1
         self._ranges: dict[str, tuple[int, int]] = {}
+        #: committed changes since tracking started, for resuming subscribers
+        self.changes: ChangeLog | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -97,6 +107,8 @@ class ServiceHandle:
         self.last_seq = self.vf.change_seq
         self.last_layout = self.vf.layout_generation
         self.tracking = True
+        # Changes while nobody tracked are unknown: the log starts complete from here.
+        self.changes = ChangeLog(self.last_seq)
 
 
 class _Pending:
@@ -126,8 +138,11 @@ class Session:
         self.auth_failures = 0
         self.used: set[tuple[str, str]] = set()
         self.subscribed: set[tuple[str, str]] = set()
-        self._send_lock = anyio.Lock()
+        # fast_acquire: an uncontended send must not yield to the loop first
+        self._send_lock = anyio.Lock(fast_acquire=True)
         self._pending: dict[tuple[str, str], _Pending] = {}
+        self._pending_count = 0
+        self._overflowed = False
         self._wake = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
 
@@ -145,7 +160,18 @@ class Session:
         pending = self._pending.get(key)
         if pending is None:
             pending = self._pending[key] = _Pending(event)
+        before = len(pending.variables)
         pending.merge(event)
+        # Coalescing bounds the backlog by the variables subscribed to; this bounds that.
+        self._pending_count += len(pending.variables) - before
+        if self._pending_count > self.server.config.limits.max_pending_pushes and not self._overflowed:
+            self._overflowed = True
+            log.warning("session %d: more than %d pushes pending (limits.max_pending_pushes); disconnecting",
+                        self.id, self.server.config.limits.max_pending_pushes)
+            self._pending.clear()
+            if self._tg is not None:
+                self._tg.start_soon(self.close)
+            return
         self._wake.set()
 
     async def push_loop(self) -> None:
@@ -154,6 +180,7 @@ class Session:
             await self._wake.wait()
             self._wake = anyio.Event()
             pending, self._pending = self._pending, {}
+            self._pending_count = 0
             for key, p in pending.items():
                 if key not in self.subscribed:
                     continue
@@ -199,7 +226,7 @@ def _split_push(p: _Pending) -> list[dict[str, Any]]:
     return out
 
 
-class Server:
+class Server(AdminOps):
     """Tenants, services and variables behind a transport."""
 
     def __init__(self, config: Config, plugins: Any = None) -> None:
@@ -208,7 +235,12 @@ class Server:
         self.config = config
         self.plugins = plugins if plugins is not None else get_plugins(config.plugins.disable)
         self.data_path = ff.ensure_data_dir(config.data_path)
-        self.store = Store(self.data_path)
+        from commy.backplane import create_backplane
+
+        # Resolved once: every node of a scale-out shares metadata through it.
+        self.backplane = create_backplane(config, self.plugins)
+        self.store = self.backplane.open_store(self.data_path)
+        self.permissions = Permissions(config, self.store)
         context = AuthContext(config, self.store)
         self.authenticators = [
             self.plugins.authenticators.get(name)(context) for name in config.server.authenticators
@@ -217,7 +249,9 @@ class Server:
         self._sessions: dict[int, Session] = {}
         self._sinks: list[Callable[[ChangeEvent], None]] = [self._deliver]
         self._kernel: Any = None
-        self._remove_stale_ephemeral()
+        if not self.backplane.shared_metadata:  # shared: other nodes may still use them
+            self._remove_stale_ephemeral()
+        self.backplane.attach(self)
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -256,6 +290,7 @@ class Server:
         for handle in list(self._services.values()):
             handle.vf.close()
         self._services.clear()
+        self.backplane.close()
         self.store.close()
 
     def _remove_stale_ephemeral(self) -> None:
@@ -267,16 +302,9 @@ class Server:
                 self._unlink(row.file)
 
     def _ssl_context(self) -> ssl.SSLContext | None:
-        cfg = self.config.server
-        if not cfg.tls or not cfg.cert_file:
-            return None
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
-        if cfg.client_ca_file:
-            ctx.load_verify_locations(cfg.client_ca_file)
-            # Optional: API-key clients come without a certificate, mTLS clients with one.
-            ctx.verify_mode = ssl.CERT_OPTIONAL
-        return ctx
+        from commy.server.tls import server_ssl_context
+
+        return server_ssl_context(self.config, self.data_path)
 
     async def serve(self, *, task_status: anyio.abc.TaskStatus[Any] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run the configured transport until cancelled; ``task_status.started(url)``."""
@@ -291,7 +319,9 @@ class Server:
             extra={"name": cfg.name, "config": self.config},
         )
         async with anyio.create_task_group() as tg:
+            await tg.start(self.backplane.run)
             tg.start_soon(self._poll_loop)
+            tg.start_soon(self._access_loop)
             url = await tg.start(partial(transport.serve, self.handle, options))
             log.info("commy server listening on %s", url)
             task_status.started(url)
@@ -329,7 +359,11 @@ class Server:
                     except CommyError as exc:
                         await self._send_quietly(session, protocol.error_message(protocol.peek_id(text), exc))
                         continue
-                    if msg["type"] == "Disconnect":
+                    kind = msg["type"]
+                    if kind in _INLINE:
+                        await self._run(session, msg, None)
+                        continue
+                    if kind == "Disconnect":
                         await self._run(session, msg, None)
                         break
                     await limiter.acquire()
@@ -355,7 +389,7 @@ class Server:
                 reply = await self.dispatch(session, msg)
             except CommyError as exc:
                 reply = protocol.error_message(mid, exc)
-                if isinstance(exc, Unauthorized) and session.auth_failures >= MAX_AUTH_FAILURES:
+                if isinstance(exc, Unauthorized) and session.auth_failures >= self.config.limits.max_auth_failures:
                     await self._send_quietly(session, reply)
                     log.warning("session %d: too many failed authentications", session.id)
                     await session.close()
@@ -409,20 +443,7 @@ class Server:
 
     def level(self, principal: Principal, tenant: str, service: str) -> int:
         """The principal's permission level on ``tenant/service`` (0: none)."""
-        if principal.server_admin:
-            return ADMIN
-        if principal.tenant != tenant:
-            return 0
-        if principal.tenant_admin:
-            return ADMIN
-        grants = dict(principal.grants)
-        grants.update(self.store.grants(tenant, principal.name))
-        best = 0
-        for name in (service, ANY_SERVICE):
-            perm = grants.get(name)
-            if perm is not None:
-                best = max(best, PERMISSIONS.get(perm, 0))
-        return best
+        return self.permissions.level(principal, tenant, service)
 
     def _require(self, session: Session, tenant: str, service: str, need: int) -> None:
         principal = session.principal
@@ -454,8 +475,10 @@ class Server:
         row = self.store.service(tenant, name)
         if row is None:
             raise ServiceNotFound(f"no service {name!r} in tenant {tenant!r}")
+        self.backplane.prepare_file(self.data_path, row)
         vf = VirtualServiceFile.open(ff.service_path(self.data_path, row.file), kernel=self.kernel)
         handle = self._services[(tenant, name)] = ServiceHandle(row, vf)
+        self.backplane.opened(handle)
         return handle
 
     def _unlink(self, file: str) -> None:
@@ -472,6 +495,7 @@ class Server:
                 session.subscribed.discard((tenant, name))
             handle.vf.close()
         self._unlink(row.file)
+        self.backplane.deleted(tenant, name)
         log.info("deleted service %s/%s", tenant, name)
 
     # -- change events
@@ -496,6 +520,10 @@ class Server:
         return False
 
     def _stop_tracking_if_idle(self, handle: ServiceHandle) -> None:
+        if handle.changes is not None:
+            # Keep tracking (one mapped read per poll when idle): a subscriber that lost
+            # its connection resumes from the change log, which must stay complete.
+            return
         if not handle.subscribers and len(self._sinks) == 1:
             handle.tracking = False  # the shadow goes stale; re-taken when someone listens
 
@@ -511,8 +539,13 @@ class Server:
             if not self._wants_events(handle):
                 return  # nobody listens
             # tracking just started: the new shadow already holds this change
-        elif vf.layout_generation != handle.last_layout:
-            self._scan(handle)  # another process changed the layout: let the diff catch up
+        elif vf.layout_generation != handle.last_layout or (
+            origin == "write" and handle.last_seq != vf.change_seq - 1
+        ):
+            # Another process changed the layout, or committed besides this write: one
+            # diff names both changes, so each sequence number belongs to one event only
+            # (a resume replays the events after a number).
+            self._scan(handle)
             return
         else:
             vf.update_shadow(handle.ranges(names))
@@ -538,8 +571,25 @@ class Server:
         handle = self._services.get((event.tenant, event.service))
         if handle is None:
             return
+        if handle.changes is not None:
+            handle.changes.append(event)
         for session in handle.subscribers.values():
             session.enqueue(event)
+
+    def _resume(self, session: Session, handle: ServiceHandle, since: int) -> str:
+        """Queue for ``session`` every change after ``since``: "current" (none missed),
+        "replay" (from the change log) or "snapshot" (every current value)."""
+        if since == handle.last_seq:
+            return "current"  # unscanned local changes follow through the poller
+        events = handle.changes.since(since) if handle.changes is not None and since < handle.last_seq else None
+        layout = handle.vf.layout_generation
+        if events is not None and all(e.layout == layout for e in events):
+            for event in events:
+                session.enqueue(event)
+            return "replay"
+        vf = handle.vf
+        session.enqueue(self._event(handle, list(vf.names()), vf.change_seq, "snapshot"))
+        return "snapshot"
 
     # ------------------------------------------------------------------ operations
     async def _op_Authenticate(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
@@ -565,6 +615,7 @@ class Server:
         if not principal.server_admin and not self.store.tenant_exists(tenant):
             session.auth_failures += 1
             raise Unauthorized(f"unknown tenant {tenant!r}")
+        principal = self.permissions.with_config_roles(principal)
         session.principal = principal
         log.info("session %d authenticated as %s in tenant %s", session.id, principal.name, tenant)
         return {
@@ -596,6 +647,7 @@ class Server:
             handle.vf.close()
         for file in files:
             self._unlink(file)
+        self.backplane.deleted(name, None)
         return {"type": "Ok"}
 
     async def _op_ListTenants(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
@@ -610,6 +662,7 @@ class Server:
             raise TenantNotFound(f"no tenant {tenant!r}")
         if self.store.service(tenant, name) is not None:
             raise AlreadyExists(f"service {name!r} already exists in tenant {tenant!r}")
+        limits.check_new_service(self.config, self.store, tenant)
         path = ff.create_service_file(self.data_path)
         try:
             self.store.add_service(tenant, name, path.name, bool(msg.get("ephemeral", False)))
@@ -679,6 +732,7 @@ class Server:
         initial = msg.get("initial")
         if initial is not None:
             initial = protocol.value_from_wire(vt, name, initial)
+        limits.check_allocate(self.config, handle.vf, vt)
         info = handle.vf.allocate(name, vt, persistent=msg.get("persistent", True), initial=initial)
         self._layout_changed(handle)
         return {
@@ -757,16 +811,22 @@ class Server:
 
     async def _op_Subscribe(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
         handle = self._service(session, msg, READ)
+        if handle.key not in session.subscribed:
+            limits.check_subscribe(self.config, len(session.subscribed))
         if not handle.tracking:
             handle.start_tracking()
         handle.subscribers[session.id] = session
         session.subscribed.add(handle.key)
-        return {
+        reply = {
             "type": "Subscribed",
             "tenant": handle.row.tenant,
             "service": handle.row.name,
             "seq": handle.vf.change_seq,
         }
+        since = msg.get("since")
+        if since is not None:
+            reply["resume"] = self._resume(session, handle, since)
+        return reply
 
     async def _op_Unsubscribe(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
         handle = self._service(session, msg, READ)
@@ -789,6 +849,9 @@ class Server:
             "size": vf.accessor.file_size(),
             "locality_token": protocol.b64encode(vf.locality_token),
             "permission": _LEVEL_NAMES[level],
+            # a read-only principal maps the file read-only: a guard against accidents,
+            # not a boundary (any process of the server's OS user can open the file)
+            "readonly": level < WRITE,
         }
 
     async def _op_ReportVariableChanges(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:

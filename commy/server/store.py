@@ -109,6 +109,23 @@ class Store:
         except (OSError, sqlite3.Error) as exc:
             raise FileError(f"cannot open metadata store {str(self.path)!r}: {exc}") from exc
         self._lock = threading.Lock()
+        #: moves on every write through this object, and when `check_external_changes`
+        #: sees another process's write: caches of grants and keys compare against it
+        self.generation = 0
+        self._data_version = self._pragma_data_version()
+
+    def _pragma_data_version(self) -> int:
+        with self._lock:
+            return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    def check_external_changes(self) -> bool:
+        """True (and a new generation) when another connection wrote since the last check."""
+        version = self._pragma_data_version()
+        if version != self._data_version:
+            self._data_version = version
+            self.generation += 1
+            return True
+        return False
 
     def close(self) -> None:
         with self._lock:
@@ -116,7 +133,10 @@ class Store:
 
     def _run(self, sql: str, args: Iterable[object] = ()) -> list[tuple]:
         with self._lock:
-            return self._db.execute(sql, tuple(args)).fetchall()
+            rows = self._db.execute(sql, tuple(args)).fetchall()
+        if not sql.startswith("SELECT"):
+            self.generation += 1
+        return rows
 
     def _tx(self, statements: list[tuple[str, tuple]]) -> None:
         with self._lock:
@@ -128,6 +148,7 @@ class Store:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+        self.generation += 1
 
     # ------------------------------------------------------------------ tenants
     def create_tenant(self, name: str) -> None:
@@ -225,9 +246,11 @@ class Store:
         return frozenset(json.loads(rows[0][0])) if rows else frozenset()
 
     def set_grant(self, tenant: str, principal: str, service: str, permission: str | None) -> None:
-        """Grant ``permission`` on ``service`` (``"*"``: all); None removes the grant."""
-        if service != "*":
-            check_object_name("service", service)
+        """Grant ``permission`` on ``service`` (a name or a glob such as ``"*"`` or
+        ``"sensor-*"``); None removes the grant."""
+        from commy.server.permissions import check_service_pattern
+
+        check_service_pattern(service)
         if permission is None:
             self._run(
                 "DELETE FROM grants WHERE tenant = ? AND principal = ? AND service = ?",
@@ -242,6 +265,25 @@ class Store:
             "ON CONFLICT (tenant, principal, service) DO UPDATE SET permission = excluded.permission",
             (tenant, principal, service, permission),
         )
+
+    def remove_roles(self, tenant: str | None, name: str, roles: Iterable[str]) -> None:
+        t = SERVER_WIDE if tenant is None else tenant
+        have = self.principal_roles(tenant, name)
+        if not have:
+            return
+        self._run(
+            "UPDATE principals SET roles = ? WHERE tenant = ? AND name = ?",
+            (json.dumps(sorted(have - set(roles))), t, name),
+        )
+
+    def list_grants(self, tenant: str, principal: str | None = None) -> list[tuple[str, str, str]]:
+        """``(principal, service pattern, permission)`` rows of ``tenant``."""
+        sql = "SELECT principal, service, permission FROM grants WHERE tenant = ?"
+        args: tuple = (tenant,)
+        if principal is not None:
+            sql += " AND principal = ?"
+            args += (principal,)
+        return [tuple(r) for r in self._run(sql + " ORDER BY principal, service", args)]
 
     def grants(self, tenant: str, principal: str) -> dict[str, str]:
         rows = self._run(
@@ -303,6 +345,7 @@ class Store:
         with self._lock:
             cur = self._db.execute("UPDATE api_keys SET revoked = 1 WHERE key_id = ?", (key_id,))
             changed = cur.rowcount
+        self.generation += 1
         if not changed:
             raise NotFound(f"no API key with id {key_id!r}")
 

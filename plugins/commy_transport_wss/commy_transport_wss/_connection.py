@@ -36,6 +36,10 @@ from commy_transport_wss._frames import (
 READ_SIZE = 1 << 18
 #: how long a polite close (close frame, then TCP close) may take before we just drop it
 CLOSE_TIMEOUT = 2.0
+#: after closing for a protocol violation: how long / how much of the peer's remaining
+#: input is read and discarded so the close frame reaches it (see `_close_with`)
+LINGER_TIMEOUT = 0.5
+LINGER_BYTES = 4 << 20
 
 
 class FrameConnection:
@@ -94,7 +98,7 @@ class FrameConnection:
                     event = decoder.next_event()
                 except ProtocolViolation as exc:
                     lost = self._fail(f"protocol violation by the peer: {exc}", exc.code)
-                    await self._close_with(exc.code, exc.reason)
+                    await self._close_with(exc.code, exc.reason, linger=True)
                     raise lost from None
                 if event is None:
                     try:
@@ -111,7 +115,7 @@ class FrameConnection:
                         return payload.decode("utf-8")
                     except UnicodeDecodeError:
                         lost = self._fail("peer sent invalid UTF-8", CLOSE_INVALID_DATA)
-                        await self._close_with(CLOSE_INVALID_DATA, "text message is not UTF-8")
+                        await self._close_with(CLOSE_INVALID_DATA, "text message is not UTF-8", linger=True)
                         raise lost from None
                 if opcode == OP_PING:
                     await self._write(encode_frame(OP_PONG, payload, masked=self._masked))
@@ -119,7 +123,7 @@ class FrameConnection:
                     await self._on_close_frame(payload)
                 elif opcode == OP_BINARY:
                     lost = self._fail("peer sent a binary message", CLOSE_UNSUPPORTED_DATA)
-                    await self._close_with(CLOSE_UNSUPPORTED_DATA, "binary messages unsupported")
+                    await self._close_with(CLOSE_UNSUPPORTED_DATA, "binary messages unsupported", linger=True)
                     raise lost
                 # OP_PONG: nothing waits for pongs (we send no pings); skip it
 
@@ -143,8 +147,14 @@ class FrameConnection:
             log.debug("%s", message)
         return self._lost
 
-    async def _close_with(self, code: int, reason: str) -> None:
-        """Send a close frame (once, best effort), then close the stream."""
+    async def _close_with(self, code: int, reason: str, *, linger: bool = False) -> None:
+        """Send a close frame (once, best effort), then close the stream.
+
+        ``linger`` (only from the reading task): read and discard what the peer still
+        sends for a moment first. Closing a socket with unread input makes the kernel send
+        a reset, which can destroy our close frame before the peer reads it; a peer that
+        was in the middle of a large message would then never learn the close code.
+        """
         with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
             if not self._close_sent and not self._closed:
                 self._close_sent = True
@@ -153,13 +163,30 @@ class FrameConnection:
                         await self._stream.send(encode_close(code, reason, masked=self._masked))
                 except NETWORK_ERRORS:
                     pass
+                if linger:
+                    await self._discard_input()
         await self._drop()
+
+    async def _discard_input(self) -> None:
+        budget = LINGER_BYTES
+        with anyio.move_on_after(LINGER_TIMEOUT):
+            try:
+                while budget > 0:
+                    budget -= len(await self._stream.receive(READ_SIZE))
+            except NETWORK_ERRORS:
+                pass  # EOF or reset: the peer has hung up, nothing more to wait for
 
     async def _drop(self) -> None:
         if self._closed:
             return
         self._closed = True
         with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
+            # Another task may be writing the close frame right now (the server closes a
+            # session from one task while its handler closes the connection from another):
+            # let it finish, or the peer sees the TCP close without the close code.
+            with anyio.move_on_after(CLOSE_TIMEOUT / 2):
+                async with self._send_lock:
+                    pass
             try:
                 await self._stream.aclose()
             except NETWORK_ERRORS:

@@ -1,0 +1,1 @@
+"""Redis backplane for commy (docs/scale-out.md)."""
