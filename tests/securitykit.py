@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import datetime as dt
 import ssl
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 import attrs
+from serverkit import running  # noqa: F401 - re-exported: one server runner for all tests
 
 import commy
 from commy import certs, protocol
 from commy.config import ClientConfig, Config, KernelConfig, LimitsConfig, MtlsConfig, ServerConfig
 from commy.errors import ConnectionLost
 from commy.plugins import get_plugins
-from commy.server import Server
 from commy.transports.base import ClientOptions
 
 
@@ -72,21 +71,6 @@ def client_ctx(pki: Pki, cert: certs.Issued | None = None) -> ssl.SSLContext:
     if cert is not None:
         ctx.load_cert_chain(str(cert.cert_file), str(cert.key_file))
     return ctx
-
-
-@asynccontextmanager
-async def running(config: Config):
-    """``(server, url)`` of a Server listening on a real TLS socket."""
-    server = Server(config)
-    try:
-        async with anyio.create_task_group() as tg:
-            url = await tg.start(server.serve)
-            try:
-                yield server, url
-            finally:
-                tg.cancel_scope.cancel()
-    finally:
-        server.close()
 
 
 def connect(url: str, config: Config, tenant: str, api_key: str | None = None, *, ctx=None, **kw):
