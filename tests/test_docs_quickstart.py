@@ -1,4 +1,4 @@
-"""docs/quickstart.md runs as written: every ```sh and ```python block, in order, in a
+"""docs/quickstart.md and README.md run as written: every ```sh and ```python block, in order, in a
 scratch directory; the ```text block that starts ``commy serve`` is started by this test
 in the background (on a free port instead of 8765, the only change made to the text).
 Other ```text blocks (make, activate, interactive watch) are not run."""
@@ -48,13 +48,18 @@ def _start_server(command: str, cwd: Path, env: dict[str, str], port: str) -> su
     raise AssertionError(f"`{command}` did not start: {''.join(lines)}")
 
 
-def test_every_block_is_marked() -> None:
-    kinds = {kind for kind, _ in blocks(DOC.read_text())}
+README = Path(__file__).parent.parent / "README.md"
+
+
+@pytest.mark.parametrize("doc", [DOC, README], ids=["quickstart", "readme"])
+def test_every_block_is_marked(doc: Path) -> None:
+    kinds = {kind for kind, _ in blocks(doc.read_text())}
     assert kinds <= {"sh", "python", "text"}, f"unmarked or unknown code blocks: {kinds}"
 
 
-def test_quickstart_runs_as_written(tmp_path) -> None:
-    found = blocks(DOC.read_text())
+@pytest.mark.parametrize("doc", [DOC, README], ids=["quickstart", "readme"])
+def test_quickstart_runs_as_written(tmp_path, doc: Path) -> None:
+    found = blocks(doc.read_text())
     assert any(k == "python" for k, _ in found) and any(k == "sh" for k, _ in found)
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMMY_")}
@@ -66,7 +71,7 @@ def test_quickstart_runs_as_written(tmp_path) -> None:
     try:
         for index, (kind, body) in enumerate(found):
             body = body.replace(DEFAULT_PORT, port)
-            where = f"quickstart block {index + 1} ({kind}):\n{body}"
+            where = f"{doc.name} block {index + 1} ({kind}):\n{body}"
             if kind == "text":
                 if body.startswith("commy serve"):
                     server = _start_server(body.strip(), tmp_path, env, port)
