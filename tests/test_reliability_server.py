@@ -1,0 +1,103 @@
+"""The server killed with SIGKILL in the middle of a write load, then restarted."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import ssl
+
+import anyio
+import pytest
+import trustme
+from test_resume import _free_port, _serve
+
+import commy
+from commy.config import ClientConfig, Config, KernelConfig, ServerConfig
+from commy.errors import ConnectionLost
+from commy.server import Server
+
+pytestmark = pytest.mark.anyio
+WRITERS = 6
+
+
+async def test_kill9_during_write_load_keeps_every_acknowledged_write(tmp_path, anyio_backend) -> None:
+    ca = trustme.CA()
+    chain = tmp_path / "chain.pem"
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(chain))
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    port = _free_port()
+    config = Config(
+        data_dir=str(tmp_path / "data"),
+        kernel=KernelConfig(name="python"),
+        client=ClientConfig(transport="wss-lean", timeout=10.0),
+        server=ServerConfig(port=port, cert_file=str(chain), key_file=str(chain)),
+    )
+    setup = Server(config)
+    key = setup.create_admin_key()
+    setup.close()
+    mp = multiprocessing.get_context("spawn")
+
+    def start():
+        ready = mp.Event()
+        proc = mp.Process(target=_serve, args=(config, ready), daemon=True)
+        proc.start()
+        assert ready.wait(30), "server did not start"
+        return proc
+
+    proc = start()
+    url = f"wss://127.0.0.1:{port}/commy"
+    kw = dict(tenant="acme", api_key=key, ssl_context=ctx, config=config)
+    acked = [0] * WRITERS
+    before_kill: list[int] = []
+    killed = anyio.Event()
+    stop = anyio.Event()
+    try:
+        async with commy.connect(url, **kw) as admin:
+            await admin.create_tenant("acme")
+            await admin.create_service("s")
+            for k in range(WRITERS):
+                await admin.allocate_variable("s", f"x{k}", "i64", initial=0)
+
+        async def writer(k: int) -> None:
+            async with commy.connect(url, **kw) as client:
+                i = 0
+                while not stop.is_set():
+                    try:
+                        await client.write_variable("s", f"x{k}", i + 1)
+                    except ConnectionLost:
+                        await anyio.sleep(0.02)  # not acknowledged: retry the same value
+                        continue
+                    i += 1
+                    acked[k] = i
+
+        async with commy.connect(url, locality="remote", **kw) as reader:
+            vf = await reader.get_virtual_service_file("s")
+            with anyio.fail_after(60):
+                async with anyio.create_task_group() as tg:
+                    for k in range(WRITERS):
+                        tg.start_soon(writer, k)
+                    while min(acked) < 20:
+                        await anyio.sleep(0.01)
+                    os.kill(proc.pid, signal.SIGKILL)
+                    before_kill[:] = acked
+                    proc.join(10)
+                    proc = start()  # same data dir, same port
+                    killed.set()
+                    # every value acknowledged before the kill is on the restarted server
+                    async with commy.connect(url, **kw) as check:
+                        for k in range(WRITERS):
+                            assert await check.read_variable("s", f"x{k}") >= before_kill[k]
+                    while min(a - b for a, b in zip(acked, before_kill, strict=True)) < 20:
+                        await anyio.sleep(0.01)  # the load goes on after the restart
+                    stop.set()
+                async with commy.connect(url, **kw) as check:
+                    final = {f"x{k}": await check.read_variable("s", f"x{k}") for k in range(WRITERS)}
+                assert final == {f"x{k}": acked[k] for k in range(WRITERS)}, "no acknowledged write lost"
+                while any(vf.read(n) != v for n, v in final.items()):
+                    await anyio.sleep(0.02)  # the subscriber converges to the final values
+        assert killed.is_set()
+    finally:
+        proc.kill()
+        proc.join(10)
