@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from commy.bench.load import run_load_bench
 
 
@@ -17,3 +19,12 @@ def test_short_load_run_loses_nothing():
     for key in ("clients", "acked_writes", "lost_writes", "torn_reads", "writes_per_s",
                 "events_per_s", "server_rss_mb_max"):
         assert key in r
+
+
+@pytest.mark.soak
+def test_soak_full_load_defaults():
+    """The benchmark's defaults (16 remote clients, 2 local writers, 20 s): opt-in, `pytest -m soak`."""
+    r = run_load_bench(redis=False)
+    assert r["clients"] >= 16 and r["local_writers"] >= 2 and r["seconds"] >= 20
+    assert r["lost_writes"] == 0 and r["torn_reads"] == 0 and r["failed_requests"] == 0
+    assert r["subscribers_converged"] is True

@@ -101,3 +101,38 @@ async def test_kill9_during_write_load_keeps_every_acknowledged_write(tmp_path, 
     finally:
         proc.kill()
         proc.join(10)
+
+
+async def test_damaged_service_files_give_typed_errors_and_spare_other_services(tmp_path, caplog) -> None:
+    from serverkit import connect, make_config, running
+
+    from commy import fileformat as ff
+    from commy.errors import FileError, FileFormatError
+
+    config = make_config(tmp_path / "data")
+    async with running(config) as (server, url):
+        key = server.create_admin_key()
+        async with connect(url, config, "acme", key) as c:
+            await c.create_tenant("acme")
+            for name in ("gone", "swapped", "short", "fine"):
+                await c.create_service(name)
+                await c.allocate_variable(name, "x", "i64", initial=1)
+            files = {n: ff.service_path(config.data_path, server.store.service("acme", n).file)
+                     for n in ("gone", "swapped", "short")}
+            files["gone"].unlink()
+            files["swapped"].unlink()
+            files["swapped"].write_bytes(b"\0" * 8192)
+            os.truncate(files["short"], 4096)  # the header page stays: no SIGBUS on the seq word
+            with pytest.raises(FileError, match="deleted"):
+                await c.read_variable("gone", "x")
+            with pytest.raises(FileError, match="replaced"):
+                await c.write_variable("swapped", "x", 2)
+            with pytest.raises(FileFormatError, match="truncated"):
+                await c.read_variable("short", "x")
+            # the server and the connection go on; other services are unaffected
+            await c.write_variable("fine", "x", 5)
+            assert await c.read_variable("fine", "x") == 5
+            assert await c.heartbeat() >= 0
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    for name in ("gone", "swapped", "short"):
+        assert any(f"acme/{name}" in m and "requests fail" in m for m in logged), logged

@@ -87,6 +87,8 @@ class ServiceHandle:
         self._ranges: dict[str, tuple[int, int]] = {}
         #: committed changes since tracking started, for resuming subscribers
         self.changes: ChangeLog | None = None
+        #: the file was found deleted, replaced or truncated underneath the mapping
+        self.damaged = False
 
     @property
     def key(self) -> tuple[str, str]:
@@ -328,15 +330,38 @@ class Server(AdminOps):
 
     async def _poll_loop(self) -> None:
         interval = self.config.server.poll_interval
+        # Files damaged underneath the server (deleted, replaced, truncated) are looked for
+        # a few times a second, not on every tick: two stat calls per service add up.
+        check_every = max(int(0.1 / interval), 1) if interval > 0 else 1
+        tick = 0
         while True:
             await anyio.sleep(interval)
+            tick += 1
             for handle in list(self._services.values()):
-                # One mapped 8-byte read per subscribed service when nothing changed.
-                if handle.tracking and handle.vf.change_seq != handle.last_seq:
-                    try:
+                if not handle.tracking:
+                    continue
+                try:
+                    if tick % check_every == 0 and not self._backing_ok(handle):
+                        continue
+                    # One mapped 8-byte read per subscribed service when nothing changed.
+                    if handle.vf.change_seq != handle.last_seq:
                         self._scan(handle)
-                    except CommyError as exc:
-                        log.warning("change scan of %s/%s failed: %s", *handle.key, exc)
+                except CommyError as exc:
+                    log.warning("change scan of %s/%s failed: %s", *handle.key, exc)
+
+    def _backing_ok(self, handle: ServiceHandle) -> bool:
+        """False (and logged once) while the service's file is damaged; others go on."""
+        try:
+            handle.vf.check_backing()
+        except CommyError as exc:
+            if not handle.damaged:
+                log.error("service %s/%s: %s; its requests fail until it is repaired", *handle.key, exc)
+            handle.damaged = True
+            return False
+        if handle.damaged:
+            log.warning("service %s/%s: file looks intact again", *handle.key)
+        handle.damaged = False
+        return True
 
     # ------------------------------------------------------------------ connections
     async def handle(self, conn: Connection) -> None:
@@ -471,6 +496,8 @@ class Server(AdminOps):
     def _open(self, tenant: str, name: str) -> ServiceHandle:
         handle = self._services.get((tenant, name))
         if handle is not None:
+            if not self._backing_ok(handle):
+                handle.vf.check_backing()  # raises the typed error for this request
             return handle
         row = self.store.service(tenant, name)
         if row is None:
