@@ -96,3 +96,21 @@ def test_bad_env_values_name_the_variable():
 def test_bad_argument_key():
     with pytest.raises(ConfigError, match="'nope.x' \\(from arguments\\)"):
         load_config(environ={}, overrides={"nope.x": 1})
+
+
+def test_every_config_key_is_documented():
+    import re
+    from pathlib import Path
+
+    import attrs
+
+    from commy.config import SECTIONS
+
+    doc = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
+    block = doc[doc.index("```toml"):]
+    for section, cls in SECTIONS.items():
+        assert f"[{section}]" in block, f"docs/configuration.md lacks [{section}]"
+        part = block[block.index(f"[{section}]"):]
+        part = part[: (m.start() if (m := re.search(r"^\[(?!" + section + r"\])", part[1:], re.M)) else len(part)) + 1]
+        for field in attrs.fields(cls):
+            assert re.search(rf"^{field.name} = ", part, re.M), f"{section}.{field.name} is not documented"
