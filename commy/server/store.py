@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -307,16 +308,8 @@ class Store:
         The key itself is returned once and never stored.
         """
         from commy.auth.api_key import generate_key
-        from commy.auth.base import ROLE_SERVER_ADMIN
 
-        roles = set(roles)
-        if tenant is None and roles != {ROLE_SERVER_ADMIN}:
-            raise InvalidRequest("a key without a tenant must be a server-admin key")
-        self.ensure_principal(tenant, principal, roles)
-        for service, permission in (grants or {}).items():
-            if tenant is None:
-                raise InvalidRequest("grants need a tenant")
-            self.set_grant(tenant, principal, service, permission)
+        prepare_key_owner(self, tenant, principal, roles, grants)
         key, key_id, digest = generate_key()
         self._run(
             "INSERT INTO api_keys (key_id, hash, tenant, principal, created, description) "
@@ -348,6 +341,26 @@ class Store:
         self.generation += 1
         if not changed:
             raise NotFound(f"no API key with id {key_id!r}")
+
+
+def prepare_key_owner(
+    store: Any,
+    tenant: str | None,
+    principal: str,
+    roles: Iterable[str],
+    grants: Mapping[str, str] | None,
+) -> None:
+    """Check a key request and create its principal with roles and grants (any store)."""
+    from commy.auth.base import ROLE_SERVER_ADMIN
+
+    roles = set(roles)
+    if tenant is None and roles != {ROLE_SERVER_ADMIN}:
+        raise InvalidRequest("a key without a tenant must be a server-admin key")
+    store.ensure_principal(tenant, principal, roles)
+    for service, permission in (grants or {}).items():
+        if tenant is None:
+            raise InvalidRequest("grants need a tenant")
+        store.set_grant(tenant, principal, service, permission)
 
 
 def _key_row(r: tuple) -> KeyRow:

@@ -29,7 +29,7 @@ from commy.errors import (
     TenantNotFound,
 )
 from commy.names import check_object_name
-from commy.server.store import KeyRow, ServiceRow
+from commy.server.store import KeyRow, ServiceRow, prepare_key_owner
 
 log = logging.getLogger(__name__)
 
@@ -254,16 +254,8 @@ class RedisStore:
         description: str = "",
     ) -> tuple[str, str]:
         from commy.auth.api_key import generate_key
-        from commy.auth.base import ROLE_SERVER_ADMIN
 
-        roles = set(roles)
-        if tenant is None and roles != {ROLE_SERVER_ADMIN}:
-            raise InvalidRequest("a key without a tenant must be a server-admin key")
-        self.ensure_principal(tenant, principal, roles)
-        for service, permission in (grants or {}).items():
-            if tenant is None:
-                raise InvalidRequest("grants need a tenant")
-            self.set_grant(tenant, principal, service, permission)
+        prepare_key_owner(self, tenant, principal, roles, grants)
         key, key_id, digest = generate_key()
         row = {
             "hash": bytes(digest).hex(),
