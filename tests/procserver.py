@@ -74,3 +74,64 @@ def server_process(root: Path) -> Iterator[ServerInfo]:
     finally:
         proc.terminate()
         proc.join(10)
+
+
+def _serve_config(config, ready) -> None:
+    import anyio
+
+    from commy.server import Server
+
+    async def main() -> None:
+        server = Server(config)
+        async with anyio.create_task_group() as tg:
+            await tg.start(server.serve)
+            ready.set()
+            await anyio.sleep_forever()
+
+    anyio.run(main)
+
+
+class RestartableServer:
+    """A Server over WSS/TLS (trustme certificate) on a fixed port and data dir, in a
+    spawned process that tests kill with SIGKILL and start again."""
+
+    def __init__(self, root: Path) -> None:
+        import socket
+
+        import trustme
+
+        from commy.config import ClientConfig, Config, KernelConfig, ServerConfig
+        from commy.server import Server
+
+        ca = trustme.CA()
+        chain = root / "chain.pem"
+        ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(chain))
+        self.ssl_context = ssl.create_default_context()
+        ca.configure_trust(self.ssl_context)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.url = f"wss://127.0.0.1:{port}/commy"
+        self.config = Config(
+            data_dir=str(root / "data"),
+            kernel=KernelConfig(name="python"),
+            client=ClientConfig(transport="wss-lean", timeout=10.0),
+            server=ServerConfig(port=port, cert_file=str(chain), key_file=str(chain)),
+        )
+        setup = Server(self.config)
+        self.admin_key = setup.create_admin_key()
+        setup.close()
+        self.proc = None
+
+    def start(self) -> None:
+        mp = multiprocessing.get_context("spawn")
+        ready = mp.Event()
+        self.proc = mp.Process(target=_serve_config, args=(self.config, ready), daemon=True)
+        self.proc.start()
+        assert ready.wait(30), "server did not start"
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()  # SIGKILL
+            self.proc.join(10)
+            self.proc = None

@@ -2,52 +2,23 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import signal
-import ssl
 
 import anyio
 import pytest
-import trustme
-from test_resume import _free_port, _serve
+from procserver import RestartableServer
 
 import commy
-from commy.config import ClientConfig, Config, KernelConfig, ServerConfig
 from commy.errors import ConnectionLost
-from commy.server import Server
 
 pytestmark = pytest.mark.anyio
 WRITERS = 6
 
 
 async def test_kill9_during_write_load_keeps_every_acknowledged_write(tmp_path, anyio_backend) -> None:
-    ca = trustme.CA()
-    chain = tmp_path / "chain.pem"
-    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(chain))
-    ctx = ssl.create_default_context()
-    ca.configure_trust(ctx)
-    port = _free_port()
-    config = Config(
-        data_dir=str(tmp_path / "data"),
-        kernel=KernelConfig(name="python"),
-        client=ClientConfig(transport="wss-lean", timeout=10.0),
-        server=ServerConfig(port=port, cert_file=str(chain), key_file=str(chain)),
-    )
-    setup = Server(config)
-    key = setup.create_admin_key()
-    setup.close()
-    mp = multiprocessing.get_context("spawn")
-
-    def start():
-        ready = mp.Event()
-        proc = mp.Process(target=_serve, args=(config, ready), daemon=True)
-        proc.start()
-        assert ready.wait(30), "server did not start"
-        return proc
-
-    proc = start()
-    url = f"wss://127.0.0.1:{port}/commy"
+    srv = RestartableServer(tmp_path)
+    srv.start()
+    url, key, ctx, config = srv.url, srv.admin_key, srv.ssl_context, srv.config
     kw = dict(tenant="acme", api_key=key, ssl_context=ctx, config=config)
     acked = [0] * WRITERS
     before_kill: list[int] = []
@@ -80,10 +51,9 @@ async def test_kill9_during_write_load_keeps_every_acknowledged_write(tmp_path, 
                         tg.start_soon(writer, k)
                     while min(acked) < 20:
                         await anyio.sleep(0.01)
-                    os.kill(proc.pid, signal.SIGKILL)
+                    srv.kill()
                     before_kill[:] = acked
-                    proc.join(10)
-                    proc = start()  # same data dir, same port
+                    srv.start()  # same data dir, same port
                     killed.set()
                     # every value acknowledged before the kill is on the restarted server
                     async with commy.connect(url, **kw) as check:
@@ -99,8 +69,7 @@ async def test_kill9_during_write_load_keeps_every_acknowledged_write(tmp_path, 
                     await anyio.sleep(0.02)  # the subscriber converges to the final values
         assert killed.is_set()
     finally:
-        proc.kill()
-        proc.join(10)
+        srv.kill()
 
 
 async def test_damaged_service_files_give_typed_errors_and_spare_other_services(tmp_path, caplog) -> None:

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import signal
-import socket
-import ssl
-import time
-
 import anyio
 import pytest
-import trustme
+from procserver import RestartableServer
 
 import commy
-from commy.config import ClientConfig, Config, KernelConfig, ServerConfig
 from commy.errors import ConnectionLost
-from commy.server import Server
 from commy.server.changelog import ChangeLog
 from commy.server.events import ChangeEvent, VariableChange
 from tests.serverkit import connect, make_config, running
@@ -111,58 +102,11 @@ async def test_request_in_flight_raises_connection_lost_then_retry_works(config)
 # -- a real server process, killed with SIGKILL and started again ------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve(config: Config, ready) -> None:
-    async def main() -> None:
-        server = Server(config)
-        async with anyio.create_task_group() as tg:
-            await tg.start(server.serve)
-            ready.set()
-            await anyio.sleep_forever()
-
-    anyio.run(main)
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory):
-    ca = trustme.CA()
-    root = tmp_path_factory.mktemp("tls")
-    chain = root / "chain.pem"
-    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(chain))
-    ctx = ssl.create_default_context()
-    ca.configure_trust(ctx)
-    return str(chain), ctx
-
-
 @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
-async def test_server_killed_and_restarted_client_reconnects_and_converges(tmp_path, tls, anyio_backend) -> None:
-    chain, ctx = tls
-    port = _free_port()
-    config = Config(
-        data_dir=str(tmp_path / "data"),
-        kernel=KernelConfig(name="python"),
-        client=ClientConfig(transport="wss-lean", timeout=10.0),
-        server=ServerConfig(port=port, cert_file=chain, key_file=chain),
-    )
-    setup = Server(config)
-    key = setup.create_admin_key()
-    setup.close()
-    mp = multiprocessing.get_context("spawn")
-
-    def start():
-        ready = mp.Event()
-        proc = mp.Process(target=_serve, args=(config, ready), daemon=True)
-        proc.start()
-        assert ready.wait(30), "server did not start"
-        return proc
-
-    proc = start()
-    url = f"wss://127.0.0.1:{port}/commy"
+async def test_server_killed_and_restarted_client_reconnects_and_converges(tmp_path, anyio_backend) -> None:
+    srv = RestartableServer(tmp_path)
+    srv.start()
+    url, key, ctx, config = srv.url, srv.admin_key, srv.ssl_context, srv.config
     try:
         kw = dict(tenant="acme", api_key=key, ssl_context=ctx, config=config)
         async with commy.connect(url, **kw) as admin:
@@ -175,9 +119,8 @@ async def test_server_killed_and_restarted_client_reconnects_and_converges(tmp_p
         ):
             vf = await reader.get_virtual_service_file("s")
             await writer.write_variable("s", "x", 1)
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.join(10)
-            proc = start()  # same data dir, same port
+            srv.kill()
+            srv.start()  # same data dir, same port
             with anyio.fail_after(20):
                 while True:
                     try:
@@ -190,6 +133,4 @@ async def test_server_killed_and_restarted_client_reconnects_and_converges(tmp_p
             assert reader.reconnects >= 1 and writer.reconnects >= 1
             assert await writer.read_variable("s", "x") == 2
     finally:
-        proc.kill()
-        proc.join(10)
-        time.sleep(0)
+        srv.kill()
