@@ -32,28 +32,17 @@ class ServerInfo:
 
 
 def _serve(data_dir: str, cert: str, key: str, queue) -> None:
-    import anyio
-
     from commy.config import Config, KernelConfig, ServerConfig
-    from commy.server import Server
+    from commy.server.process import serve_and_report
 
-    config = Config(
-        data_dir=data_dir,
-        kernel=KernelConfig(name="python"),
-        server=ServerConfig(host="127.0.0.1", port=0, transport="wss", tls=True, cert_file=cert, key_file=key),
+    serve_and_report(
+        Config(
+            data_dir=data_dir,
+            kernel=KernelConfig(name="python"),
+            server=ServerConfig(host="127.0.0.1", port=0, transport="wss", tls=True, cert_file=cert, key_file=key),
+        ),
+        queue,
     )
-
-    async def main() -> None:
-        server = Server(config)
-        try:
-            async with anyio.create_task_group() as tg:
-                url = await tg.start(server.serve)
-                queue.put((url, server.create_admin_key()))
-                await anyio.sleep_forever()
-        finally:
-            server.close()
-
-    anyio.run(main)
 
 
 @contextmanager

@@ -118,10 +118,8 @@ def _make_tls(root: Path) -> tuple[str, str, str]:
 def node_process(data_dir: str, redis_url: str, cert: str, key: str, poll_interval: float, queue: Any,
                  backplane: str = "redis", kernel: str | None = None) -> None:
     """Entry point of one node: a commy server with the Redis backplane."""
-    import anyio
-
     from commy.config import BackplaneConfig, Config, KernelConfig, ServerConfig
-    from commy.server import Server
+    from commy.server.process import serve_and_report
 
     config = Config(
         data_dir=data_dir,
@@ -130,18 +128,7 @@ def node_process(data_dir: str, redis_url: str, cert: str, key: str, poll_interv
                             backplane=backplane, poll_interval=poll_interval),
         backplane=BackplaneConfig(url=redis_url, timeout=2.0),
     )
-
-    async def main() -> None:
-        server = Server(config)
-        try:
-            async with anyio.create_task_group() as tg:
-                url = await tg.start(server.serve)
-                queue.put((url, server.create_admin_key()))
-                await anyio.sleep_forever()
-        finally:
-            server.close()
-
-    anyio.run(main)
+    serve_and_report(config, queue)
 
 
 @attrs.define
