@@ -5,9 +5,9 @@ tests and embedders call `handle` directly with any `Connection` (e.g. in-proces
 
 Per connection a `Session` reads messages and runs each request in its own task (bounded
 by ``server.max_inflight``), so a slow request never holds up the next one and one slow
-client never stalls another. Cheap requests that never block (``_INLINE``: a mapped read
-or write) are answered in the reader loop itself: a task per message would cost more
-than the work. Pushes go through a per-session coalescing buffer: only the
+client never stalls another. Cheap requests that never block (``_inline_ops``: a mapped
+read or write, a heartbeat) are answered synchronously in the reader loop itself: a task
+per message would cost more than the work. Pushes go through a per-session coalescing buffer: only the
 latest value of each variable waits, and a client that cannot take a push within
 ``server.push_timeout`` is disconnected.
 """
@@ -68,7 +68,6 @@ MAX_AUTH_FAILURES = 5
 _OPEN = frozenset({"Authenticate", "Heartbeat"})
 # Requests answered in the connection's reader loop: they never block (a mapped read or
 # write and one send), and a task + semaphore per message would cost more than the work.
-_INLINE = frozenset({"ReadVariable", "WriteVariable", "Heartbeat"})
 _session_ids = itertools.count(1)
 
 
@@ -140,8 +139,6 @@ class Session:
         self.auth_failures = 0
         self.used: set[tuple[str, str]] = set()
         self.subscribed: set[tuple[str, str]] = set()
-        # fast_acquire: an uncontended send must not yield to the loop first
-        self._send_lock = anyio.Lock(fast_acquire=True)
         self._pending: dict[tuple[str, str], _Pending] = {}
         self._pending_count = 0
         self._overflowed = False
@@ -153,9 +150,8 @@ class Session:
         return self.principal.tenant if self.principal else None
 
     async def send(self, msg: dict[str, Any]) -> None:
-        text = protocol.encode(msg)
-        async with self._send_lock:  # transports need not allow concurrent sends
-            await self.conn.send(text)
+        # The transport contract makes concurrent sends safe: no lock of our own.
+        await self.conn.send(protocol.encode(msg))
 
     def enqueue(self, event: ChangeEvent) -> None:
         key = (event.tenant, event.service)
@@ -251,6 +247,13 @@ class Server(AdminOps):
         self._sessions: dict[int, Session] = {}
         self._sinks: list[Callable[[ChangeEvent], None]] = [self._deliver]
         self._kernel: Any = None
+        #: requests cheap enough to answer in the session's reading task, without a task
+        #: of their own (a mapped read or write, a heartbeat): their synchronous handlers
+        self._inline_ops: dict[str, Callable[[Session, dict[str, Any]], dict[str, Any]]] = {
+            "ReadVariable": self._read_variable,
+            "WriteVariable": self._write_variable,
+            "Heartbeat": self._heartbeat,
+        }
         if not self.backplane.shared_metadata:  # shared: other nodes may still use them
             self._remove_stale_ephemeral()
         self.backplane.attach(self)
@@ -368,6 +371,7 @@ class Server(AdminOps):
         """Serve one connection until it closes or says Disconnect."""
         session = Session(self, conn)
         self._sessions[session.id] = session
+        inline_ops = self._inline_ops
         limiter = anyio.Semaphore(self.config.server.max_inflight)
         max_size = self.config.server.max_message_size
         try:
@@ -385,8 +389,12 @@ class Server(AdminOps):
                         await self._send_quietly(session, protocol.error_message(protocol.peek_id(text), exc))
                         continue
                     kind = msg["type"]
-                    if kind in _INLINE:
-                        await self._run(session, msg, None)
+                    inline = inline_ops.get(kind)
+                    if inline is not None:
+                        try:
+                            await conn.send(protocol.encode(self._answer_inline(session, msg, inline)))
+                        except ConnectionLost:
+                            break
                         continue
                     if kind == "Disconnect":
                         await self._run(session, msg, None)
@@ -400,6 +408,23 @@ class Server(AdminOps):
         finally:
             with anyio.CancelScope(shield=True):
                 self._end_session(session)
+
+    def _answer_inline(
+        self, session: Session, msg: dict[str, Any], op: Callable[[Session, dict[str, Any]], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """The reply to an inline request, errors included (the same as `_run` gives)."""
+        mid = msg["id"]
+        try:
+            if session.principal is None and msg["type"] not in _OPEN:
+                raise Unauthorized(f"{msg['type']} needs authentication first")
+            reply = op(session, msg)
+        except CommyError as exc:
+            return protocol.error_message(mid, exc)
+        except Exception:
+            log.exception("request %s failed", msg["type"])
+            return protocol.error_message(mid, InternalError("internal error; see the server log"))
+        reply["id"] = mid
+        return reply
 
     async def _send_quietly(self, session: Session, msg: dict[str, Any]) -> None:
         try:
@@ -652,9 +677,6 @@ class Server(AdminOps):
             "roles": sorted(principal.roles),
         }
 
-    async def _op_Heartbeat(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
-        return {"type": "Heartbeat"}
-
     async def _op_Disconnect(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
         return {"type": "Ok"}
 
@@ -783,6 +805,19 @@ class Server(AdminOps):
         return {"type": "Ok"}
 
     async def _op_ReadVariable(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        return self._read_variable(session, msg)
+
+    async def _op_WriteVariable(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        return self._write_variable(session, msg)
+
+    async def _op_Heartbeat(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        return self._heartbeat(session, msg)
+
+    # The inline requests: synchronous, answered by the session's reading task itself.
+    def _heartbeat(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "Heartbeat"}
+
+    def _read_variable(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
         handle = self._service(session, msg, READ)
         vf = handle.vf
         name = msg["name"]
@@ -799,7 +834,7 @@ class Server(AdminOps):
             "value": protocol.value_to_wire(vt, value),
         }
 
-    async def _op_WriteVariable(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+    def _write_variable(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
         handle = self._service(session, msg, WRITE)
         vf = handle.vf
         name = msg["name"]

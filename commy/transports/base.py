@@ -54,10 +54,17 @@ class Connection(Protocol):
     peer: PeerInfo
 
     async def send(self, message: str) -> None:
-        """Send one whole message; `ConnectionLost` if the peer is gone."""
+        """Send one whole message; `ConnectionLost` if the peer is gone.
+
+        Several tasks may call this at once: the connection sends each message whole
+        and in the order the calls took their turn (callers rely on it and take no lock).
+        """
 
     async def receive(self) -> str:
-        """The next whole message; `ConnectionLost` when the connection ends."""
+        """The next whole message; `ConnectionLost` when the connection ends.
+
+        One task at a time (the caller arranges that).
+        """
 
     async def aclose(self) -> None:
         """Close (idempotent)."""

@@ -94,7 +94,10 @@ def insecure_bind_check(host: str) -> None:
 
 def set_nodelay(stream: Any) -> None:
     """Disable Nagle: a request/response protocol otherwise stalls ~44 ms per round trip."""
-    sock = stream.extra(SocketAttribute.raw_socket, None)
+    set_nodelay_socket(stream.extra(SocketAttribute.raw_socket, None))
+
+
+def set_nodelay_socket(sock: socket.socket | None) -> None:
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -1,9 +1,10 @@
 """A WebSocket after the upgrade, over any anyio byte stream, hand-written frames.
 
 Reads happen in the task that calls `receive` (no background reader task: a task
-hand-off per message costs more than the frame work, see FACTS.md). Pings are answered
-and close frames handled inside `receive`. Sends take a lock because several tasks may
-send on one connection while anyio streams refuse concurrent writers.
+hand-off per message costs more than the frame work, see FACTS.md); one task reads at a
+time. Pings are answered and close frames handled inside `receive`. Sends take a lock:
+several tasks may send on one connection (the transport contract allows it), and a
+message must leave in one piece.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ class FrameConnection:
             self._decoder.feed(leftover)
         self._fragment_size = fragment_size
         self._send_lock = anyio.Lock(fast_acquire=True)
-        self._receive_lock = anyio.Lock(fast_acquire=True)
+        #: one reader at a time (a flag: the lock's checkpoint costs more than the check)
+        self._receiving = False
         self._close_sent = False
         self._closed = False
         #: why the connection ended, raised again by every later call
@@ -80,52 +82,69 @@ class FrameConnection:
         await self._write(data)
 
     async def _write(self, data: bytes) -> None:
+        lock = self._send_lock
         try:
-            async with self._send_lock:
+            # The lock is almost never contended: take it without the cancellation
+            # checkpoint `acquire()` costs, and wait for it only when another task holds it.
+            try:
+                lock.acquire_nowait()
+            except anyio.WouldBlock:
+                await lock.acquire()
+            try:
                 await self._stream.send(data)
+            finally:
+                lock.release()
         except NETWORK_ERRORS as exc:
             raise self._fail(f"connection to {self.peer.remote_address} lost: {exc!r}") from None
 
     # -- receiving -----------------------------------------------------------------
 
     async def receive(self) -> str:
-        async with self._receive_lock:
-            decoder = self._decoder
-            while True:
-                if self._lost is not None:
-                    raise self._lost
+        if self._receiving:
+            raise anyio.BusyResourceError("receiving from")
+        self._receiving = True
+        try:
+            return await self._receive()
+        finally:
+            self._receiving = False
+
+    async def _receive(self) -> str:
+        decoder = self._decoder
+        while True:
+            if self._lost is not None:
+                raise self._lost
+            try:
+                event = decoder.next_event()
+            except ProtocolViolation as exc:
+                lost = self._fail(f"protocol violation by the peer: {exc}", exc.code)
+                await self._close_with(exc.code, exc.reason, linger=True)
+                raise lost from None
+            if event is None:
                 try:
-                    event = decoder.next_event()
-                except ProtocolViolation as exc:
-                    lost = self._fail(f"protocol violation by the peer: {exc}", exc.code)
-                    await self._close_with(exc.code, exc.reason, linger=True)
+                    data = await self._stream.receive(READ_SIZE)
+                except NETWORK_ERRORS as exc:
+                    lost = self._fail(f"connection to {self.peer.remote_address} lost: {exc!r}")
+                    await self._drop()
                     raise lost from None
-                if event is None:
-                    try:
-                        data = await self._stream.receive(READ_SIZE)
-                    except NETWORK_ERRORS as exc:
-                        lost = self._fail(f"connection to {self.peer.remote_address} lost: {exc!r}")
-                        await self._drop()
-                        raise lost from None
-                    decoder.feed(data)
-                    continue
-                opcode, payload = event
-                if opcode == OP_TEXT:
-                    try:
-                        return payload.decode("utf-8")
-                    except UnicodeDecodeError:
-                        lost = self._fail("peer sent invalid UTF-8", CLOSE_INVALID_DATA)
-                        await self._close_with(CLOSE_INVALID_DATA, "text message is not UTF-8", linger=True)
-                        raise lost from None
-                if opcode == OP_PING:
-                    await self._write(encode_frame(OP_PONG, payload, masked=self._masked))
-                elif opcode == OP_CLOSE:
-                    await self._on_close_frame(payload)
-                elif opcode == OP_BINARY:
-                    lost = self._fail("peer sent a binary message", CLOSE_UNSUPPORTED_DATA)
-                    await self._close_with(CLOSE_UNSUPPORTED_DATA, "binary messages unsupported", linger=True)
-                    raise lost
-                # OP_PONG: nothing waits for pongs (we send no pings); skip it
+                decoder.feed(data)
+                continue
+            opcode, payload = event
+            if opcode == OP_TEXT:
+                try:
+                    return payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    lost = self._fail("peer sent invalid UTF-8", CLOSE_INVALID_DATA)
+                    await self._close_with(CLOSE_INVALID_DATA, "text message is not UTF-8", linger=True)
+                    raise lost from None
+            if opcode == OP_PING:
+                await self._write(encode_frame(OP_PONG, payload, masked=self._masked))
+            elif opcode == OP_CLOSE:
+                await self._on_close_frame(payload)
+            elif opcode == OP_BINARY:
+                lost = self._fail("peer sent a binary message", CLOSE_UNSUPPORTED_DATA)
+                await self._close_with(CLOSE_UNSUPPORTED_DATA, "binary messages unsupported", linger=True)
+                raise lost
+            # OP_PONG: nothing waits for pongs (we send no pings); skip it
 
     async def _on_close_frame(self, payload: bytes) -> None:
         try:

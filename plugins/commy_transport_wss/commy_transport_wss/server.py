@@ -1,17 +1,19 @@
-"""The WSS server: anyio TCP listener + `TLSListener` + wsproto upgrade + hand-written frames.
+"""The WSS server: a non-blocking listening socket, TLS in C (`ssl.SSLSocket`), wsproto
+for the upgrade, hand-written frames.
 
 Not hypercorn/uvicorn: they verify client certificates but never hand them to the
 application, and the mTLS authenticator must see who connected (FACTS.md, Transport).
+anyio's `TLSListener` would, but runs TLS through Python-driven memory BIOs (`_sockstream`).
 Works on asyncio (uvloop too) and trio.
 """
 
 from __future__ import annotations
 
+import socket
+import ssl
 from typing import Any
 
 import anyio
-from anyio.abc import SocketAttribute
-from anyio.streams.tls import TLSAttribute, TLSListener
 from wsproto.connection import ConnectionType
 from wsproto.events import AcceptConnection, RejectConnection, Request
 from wsproto.handshake import H11Handshake
@@ -27,25 +29,18 @@ from commy_transport_wss._common import (
     insecure_bind_check,
     is_loopback,
     log,
-    set_nodelay,
+    set_nodelay_socket,
 )
 from commy_transport_wss._connection import FrameConnection
+from commy_transport_wss._sockstream import (
+    SocketStream,
+    accept,
+    listening_socket,
+    tls_handshake,
+)
 
 #: seconds a client has for the TLS handshake, and then for the HTTP upgrade
 HANDSHAKE_TIMEOUT = 10.0
-
-
-class _QuietTLSListener(TLSListener):
-    """A failed TLS handshake (an unauthorised client, a port scan) is routine for a
-    server: log one line instead of anyio's ERROR with a traceback."""
-
-    @staticmethod
-    async def handle_handshake_error(exc: BaseException, stream: Any) -> None:
-        await anyio.aclose_forcefully(stream)
-        if isinstance(exc, anyio.get_cancelled_exc_class()) or not isinstance(exc, Exception):
-            raise exc
-        peer = format_address(stream.extra(SocketAttribute.remote_address, None))
-        log.info("TLS handshake with %s failed: %r", peer, exc)
 
 
 async def _upgrade(stream: Any) -> tuple[str, bytes]:
@@ -74,20 +69,18 @@ async def _upgrade(stream: Any) -> tuple[str, bytes]:
                 raise
 
 
-def _peer_info(stream: Any, transport: str) -> PeerInfo:
-    address = stream.extra(SocketAttribute.remote_address, None)
+def _peer_info(sock: socket.socket, address: Any, transport: str) -> PeerInfo:
     host = address[0] if isinstance(address, tuple) else None
-    ssl_object = stream.extra(TLSAttribute.ssl_object, None)
-    cert = stream.extra(TLSAttribute.peer_certificate, None) if ssl_object else None
-    der = stream.extra(TLSAttribute.peer_certificate_binary, None) if ssl_object else None
+    tls = isinstance(sock, ssl.SSLSocket)
+    cert = sock.getpeercert() if tls else None
     return PeerInfo(
         transport=transport,
         remote_address=format_address(address),
         # getpeercert() returns {} for a certificate that was not verified: that is no
         # identity an authenticator may trust, so report none.
         peer_certificate=cert or None,
-        peer_certificate_der=der if cert else None,
-        tls=ssl_object is not None,
+        peer_certificate_der=sock.getpeercert(binary_form=True) if cert else None,
+        tls=tls,
         same_host=is_loopback(host),
     )
 
@@ -113,28 +106,35 @@ async def serve(
     fragment_size = int(options.extra.get("fragment_size", DEFAULT_FRAGMENT_SIZE))
     path = str(options.extra.get("path", "/commy"))
 
-    tcp = await anyio.create_tcp_listener(local_host=options.host, local_port=options.port)
-    port = tcp.extra(SocketAttribute.local_port)
-    listener: Any = tcp
-    if ssl_context is not None:
-        # standard_compatible=False: no waiting for the peer's close_notify on close, so
-        # a vanished client cannot hang a connection task.
-        listener = _QuietTLSListener(
-            tcp, ssl_context, standard_compatible=False, handshake_timeout=HANDSHAKE_TIMEOUT
-        )
+    listener = listening_socket(options.host, options.port)
+    port = listener.getsockname()[1]
 
-    async def one(stream: Any) -> None:
+    async def one(raw: socket.socket, address: Any) -> None:
         # Everything is caught here: an exception escaping this task would cancel the
-        # listener's task group, and one bad connection must never stop the server.
-        peer = None
+        # server's task group, and one bad connection must never stop the server.
+        peer_name = format_address(address)
+        stream: SocketStream | None = None
         try:
-            set_nodelay(stream)
-            peer = _peer_info(stream, transport)
+            set_nodelay_socket(raw)
+            sock: socket.socket = raw
+            if ssl_context is not None:
+                sock = ssl_context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+            stream = SocketStream(sock)
+            if ssl_context is not None:
+                try:
+                    with anyio.fail_after(HANDSHAKE_TIMEOUT):
+                        await tls_handshake(sock)  # type: ignore[arg-type]
+                except (TimeoutError, *NETWORK_ERRORS) as exc:
+                    # An unauthorised client, a port scan: routine for a server, one line.
+                    log.info("TLS handshake with %s failed: %r", peer_name, exc)
+                    await stream.aclose()
+                    return
+            peer = _peer_info(sock, address, transport)
             try:
                 _target, leftover = await _upgrade(stream)
             except (TimeoutError, RemoteProtocolError, *NETWORK_ERRORS) as exc:
-                log.info("WebSocket upgrade from %s failed: %r", peer.remote_address, exc)
-                await anyio.aclose_forcefully(stream)
+                log.info("WebSocket upgrade from %s failed: %r", peer_name, exc)
+                await stream.aclose()
                 return
             conn = FrameConnection(
                 stream,
@@ -147,15 +147,24 @@ async def serve(
             try:
                 await handler(conn)
             except ConnectionLost as exc:
-                log.debug("connection from %s ended: %s", peer.remote_address, exc)
+                log.debug("connection from %s ended: %s", peer_name, exc)
             finally:
                 await conn.aclose()
         except Exception:
-            log.exception("connection handler for %s failed", getattr(peer, "remote_address", "?"))
-            await anyio.aclose_forcefully(stream)
+            log.exception("connection handler for %s failed", peer_name)
+            if stream is not None:
+                await anyio.aclose_forcefully(stream)
+            else:
+                raw.close()
 
-    async with listener:
+    try:
         url = format_url(ssl_context is not None, options.host, port, path)
         log.info("%s transport listening on %s", transport, url)
-        task_status.started(url)
-        await listener.serve(one)
+        async with anyio.create_task_group() as tg:
+            task_status.started(url)
+            while True:
+                raw, address = await accept(listener)
+                tg.start_soon(one, raw, address)
+    finally:
+        anyio.notify_closing(listener)
+        listener.close()
