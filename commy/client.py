@@ -273,6 +273,9 @@ class Client:
         self._closed = False
         #: errors of fire-and-forget writes (``vf.write`` on a remote service), newest last
         self.write_errors: list[CommyError] = []
+        self._transport: Any = None
+        self._url = ""
+        self._options: ClientOptions | None = None
 
     # ------------------------------------------------------------------ plumbing
     #
@@ -546,6 +549,19 @@ class Client:
             self._writes_in.send_nowait((msg, call or _Call(fire_and_forget=True)))
         except anyio.WouldBlock:
             raise LimitExceeded(f"more than {WRITE_QUEUE} writes are waiting to be sent") from None
+
+    async def flush(self) -> None:
+        """Wait until the server has applied every remote-mirror write queued before this call.
+
+        The writes travel in order on one connection and the server applies a
+        connection's writes in order, so one Heartbeat sent after them and answered means
+        they are all done. Refused writes do not raise here: see ``write_errors``.
+        """
+        if self._closed:
+            raise ConnectionLost("the client is closed")
+        call = _Call()
+        await self._writes_in.send(({"type": "Heartbeat"}, call))
+        await self._wait(call, "flush")
 
     async def _wait(self, call: _Call, what: str) -> dict[str, Any]:
         # Timed by `_watchdog`, not by a timeout scope per call: a scope with a deadline
@@ -1004,6 +1020,8 @@ async def connect(
         reconnect=cfg.client.reconnect if reconnect is None else reconnect,
     )
     client._connector = connector
+    # The blocking SDK opens a blocking connection of its own the same way (commy.direct).
+    client._transport, client._url, client._options = transport_obj, url, options
     try:
         async with anyio.create_task_group() as tg:
             client._tg = tg

@@ -45,6 +45,9 @@ class ClientConfig:
     timeout: float = 10.0
     #: re-establish a lost connection (backoff with jitter), re-authenticate, resume
     reconnect: bool = True
+    #: the blocking client (connect_sync) sends plain requests on a blocking connection
+    #: of its own when the transport offers one (one more connection per client)
+    blocking_requests: bool = True
 
 
 @attrs.define

@@ -10,7 +10,11 @@
 
 Every method of the async `commy.client.Client` is here under the same name and
 arguments, blocking until the server answered. The event loop runs in a background
-thread (an anyio blocking portal) that this object owns and stops on `close`.
+thread (an anyio blocking portal) that this object owns and stops on `close`; it holds
+subscriptions, mirrors and events. Plain requests (``read_variable``, ``create_service``,
+...) skip it when the transport offers a blocking connection (WSS does): they go over a
+second connection of this client's own, from the calling thread straight to the socket
+(`commy.direct`; config ``client.blocking_requests``).
 
 `get_virtual_service_file` returns the same `VirtualServiceFile`: a local mapping is
 used straight from the caller's thread (nothing crosses threads on its hot path); a
@@ -33,6 +37,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from commy.client import Client, ServiceInfo, ServiceUpdate, connect
 from commy.config import Config
+from commy.direct import DirectRequests
 from commy.virtual_file import VariableInfo, VirtualServiceFile
 
 log = logging.getLogger(__name__)
@@ -45,6 +50,8 @@ def _blocking(name: str) -> Callable[..., Any]:
 
     @functools.wraps(method)
     def call(self: SyncClient, *args: Any, **kwargs: Any) -> Any:
+        if self._direct is not None:
+            return self._direct_call(name, *args, **kwargs)
         return self._portal.call(functools.partial(getattr(self._client, name), *args, **kwargs))
 
     return call
@@ -67,9 +74,35 @@ class SyncClient:
         self._loop_thread = portal.call(threading.get_ident)
         self._lock = threading.Lock()
         self._open = True
+        #: plain requests go over a blocking connection of their own (commy.direct)
+        self._direct: DirectRequests | None = None
+        #: a remote mirror was written since the last direct request (see _direct_call)
+        self._mirror_writes = False
+        connect_blocking = getattr(client._transport, "connect_blocking", None)
+        if connect_blocking is not None and client.config.client.blocking_requests:
+            url, options = client._url, client._options
+            self._direct = DirectRequests(
+                lambda: connect_blocking(url, options),
+                tenant=client.tenant,
+                auth_fields=dict(client._auth_fields),
+                timeout=client.config.client.timeout,
+            )
 
+    def _direct_call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        assert self._direct is not None
+        if self._mirror_writes:
+            # Mirror writes travel on the event loop's connection: let the server apply
+            # them first, so that this thread reads its own writes.
+            self._mirror_writes = False
+            self._portal.call(self._client.flush)
+        return self._direct.call(name, *args, **kwargs)
     # ------------------------------------------------------------------ same as Client
-    authenticate = _blocking("authenticate")
+    def authenticate(self, api_key: str | None = None, **credentials: Any) -> dict[str, Any]:
+        reply = self._portal.call(functools.partial(self._client.authenticate, api_key, **credentials))
+        if self._direct is not None:
+            self._direct.reset(dict(self._client._auth_fields))
+        return reply
+
     heartbeat = _blocking("heartbeat")
     request = _blocking("request")
     create_tenant = _blocking("create_tenant")
@@ -125,8 +158,14 @@ class SyncClient:
         """As `Client.get_virtual_service_file`; safe to use from the calling thread."""
         vf = self._portal.call(functools.partial(self._client.get_virtual_service_file, service, tenant=tenant))
         if not vf.is_local and not vf.readonly:
-            forward = vf.write  # the mirror's forwarding write, bound per instance
-            vf.write = vf.write_variable = self._in_loop(forward)  # type: ignore[method-assign]
+            forward = self._in_loop(vf.write)  # the mirror's forwarding write, bound per instance
+
+            @functools.wraps(forward)
+            def write(*args: Any) -> Any:
+                self._mirror_writes = True
+                return forward(*args)
+
+            vf.write = vf.write_variable = write  # type: ignore[method-assign]
         return vf
 
     def _in_loop(self, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -180,6 +219,8 @@ class SyncClient:
             if not self._open:
                 return
             self._open = False
+        if self._direct is not None:
+            self._direct.close()
         try:
             self._client_cm.__exit__(None, None, None)
         except Exception:  # the connection is gone either way

@@ -3,7 +3,10 @@
 One client, loopback, TLS. The commy `Server` runs in another process (on uvloop when
 installed) with a generated certificate; the client does ``ReadVariable`` and
 ``WriteVariable`` of one i64 through `commy.connect`, once per client transport
-(``wss`` = httpx-ws, ``wss-lean``). For the same messages without the commy protocol the
+(``wss`` = httpx-ws, ``wss-lean``), and through the blocking client
+(`commy.connect_sync`, whose requests skip the event loop: ``sync``). The headline
+figures are the fastest client's, named in ``client``; ``async_*`` give the fastest
+async client's. For the same messages without the commy protocol the
 server process also runs a bare echo listener: the gap between the two is what the
 client SDK and server core add on top of the transport. redis-py GET/SET run against a
 ``redis-server`` this bench starts on a free loopback port (plain TCP, and TLS when
@@ -211,6 +214,43 @@ async def _measure_commy(
     }
 
 
+def _measure_sync(
+    url: str, key: str, ctx: ssl.SSLContext, config: Any, n: int, server_pid: int | None = None
+) -> dict[str, Any]:
+    """The blocking client (`commy.connect_sync`): requests from this thread, no event loop."""
+    import commy
+
+    perf = time.perf_counter_ns
+    with commy.connect_sync(
+        url, tenant=TENANT, api_key=key, transport="wss-lean", ssl_context=ctx,
+        locality="remote", config=config,
+    ) as c:
+        if c._direct is None:
+            raise RuntimeError("the blocking client has no direct connection (client.blocking_requests)")
+        read, write = c.read_variable, c.write_variable
+        for i in range(min(200, n)):
+            read(SERVICE, VARIABLE)
+            write(SERVICE, VARIABLE, i)
+        reads, writes = [], []
+        with _CpuMeter(server_pid) as cpu:
+            for i in range(n):
+                t0 = perf()
+                read(SERVICE, VARIABLE)
+                t1 = perf()
+                write(SERVICE, VARIABLE, i)
+                t2 = perf()
+                reads.append(t1 - t0)
+                writes.append(t2 - t1)
+        assert read(SERVICE, VARIABLE) == n - 1
+    r, w = _stats(reads), _stats(writes)
+    return {
+        # the client process also runs the async client's event loop thread: mostly idle
+        **cpu.per_op(2 * n),
+        "read_rtt_us_p50": r["p50"], "read_rtt_us_p99": r["p99"], "read_rtt_us_min": r["min"],
+        "write_rtt_us_p50": w["p50"], "write_rtt_us_p99": w["p99"], "write_rtt_us_min": w["min"],
+    }
+
+
 async def _measure_echo(
     url: str, ctx: ssl.SSLContext, transport: str, n: int, server_pid: int | None = None
 ) -> dict[str, Any]:
@@ -353,6 +393,8 @@ def run_remote_bench(progress: Progress = None, n: int = 2000) -> dict[str, Any]
                     anyio.run(_measure_echo, echo_url, ctx, transport, n, proc.pid, backend_options=opts)
                 )
                 clients[transport] = result
+            say(f"blocking client (connect_sync): {n} reads + {n} writes")
+            clients["sync"] = _measure_sync(url, key, ctx, config, n, proc.pid)
             say("wss-lean client on plain asyncio and on trio")
             loops = {}
             for backend, options in (("asyncio", {}), ("trio", {})):
@@ -368,14 +410,23 @@ def run_remote_bench(progress: Progress = None, n: int = 2000) -> dict[str, Any]
         redis_result = _redis_bench(n, certs)
 
     best = min(clients, key=lambda t: clients[t]["read_rtt_us_p50"] + clients[t]["write_rtt_us_p50"])
+    best_async = min(
+        (t for t in clients if t != "sync"),
+        key=lambda t: clients[t]["read_rtt_us_p50"] + clients[t]["write_rtt_us_p50"],
+    )
     out: dict[str, Any] = {
         "n": n,
+        # the headline figures are the fastest client's; redis-py is a blocking client too
         "client": best,
+        "redis_client": "redis-py (blocking)",
         **{k: v for k, v in clients[best].items() if not k.startswith("echo")},
         "clients": clients,
         "client_loop": "uvloop" if opts else "asyncio",
         "server_loop": "uvloop" if opts else "asyncio",
         "wss_lean_other_loops": loops,
+        "async_client": best_async,
+        "async_read_rtt_us_p50": clients[best_async]["read_rtt_us_p50"],
+        "async_write_rtt_us_p50": clients[best_async]["write_rtt_us_p50"],
         **redis_result,
     }
     if redis_result["redis_get_rtt_us_p50"]:

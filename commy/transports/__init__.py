@@ -6,6 +6,7 @@ WSS (`plugins/commy_transport_wss`) and whatever a user registers.
 """
 
 from commy.transports.base import (
+    BlockingConnection,
     ClientOptions,
     Connection,
     ConnectionHandler,
@@ -14,4 +15,8 @@ from commy.transports.base import (
     Transport,
 )
 
-__all__ = ["ClientOptions", "Connection", "ConnectionHandler", "PeerInfo", "ServerOptions", "Transport"]
+__all__ = [
+    "BlockingConnection",
+    "ClientOptions", "Connection", "ConnectionHandler", "PeerInfo", "ServerOptions",
+    "Transport",
+]

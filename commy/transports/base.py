@@ -74,6 +74,27 @@ ConnectionHandler = Callable[[Connection], Awaitable[None]]
 
 
 @runtime_checkable
+class BlockingConnection(Protocol):
+    """A connection for a thread without an event loop (the blocking SDK's requests).
+
+    Offered by transports that have a ``connect_blocking(url, options)`` method (an
+    optional part of the contract): one thread uses it at a time.
+    """
+
+    peer: PeerInfo
+
+    def send(self, message: str) -> None:
+        """Send one whole message; `ConnectionLost` if the peer is gone."""
+
+    def receive(self, timeout: float | None = None) -> str:
+        """The next whole message; `ConnectionLost` when the connection ends, `Timeout`
+        (after which the connection is closed) when none came within ``timeout`` s."""
+
+    def close(self) -> None:
+        """Close (idempotent)."""
+
+
+@runtime_checkable
 class Transport(Protocol):
     name: str
 

@@ -1,7 +1,8 @@
 """The two transports this plugin registers; both serve with the same server.
 
 ``wss``: httpx-ws client. ``wss-lean``: the lean client (`client_lean`). A server
-started through either accepts clients of both, and any RFC 6455 client.
+started through either accepts clients of both, and any RFC 6455 client. Both offer the
+same blocking client (`client_blocking`) to the blocking SDK.
 """
 
 from __future__ import annotations
@@ -10,7 +11,13 @@ from typing import Any
 
 import anyio
 
-from commy.transports.base import ClientOptions, Connection, ConnectionHandler, ServerOptions
+from commy.transports.base import (
+    BlockingConnection,
+    ClientOptions,
+    Connection,
+    ConnectionHandler,
+    ServerOptions,
+)
 
 
 class WssTransport:
@@ -20,6 +27,12 @@ class WssTransport:
         from commy_transport_wss.client_httpx import connect
 
         return await connect(url, options, transport=self.name)
+
+    def connect_blocking(self, url: str, options: ClientOptions) -> BlockingConnection:
+        """A blocking connection for callers without an event loop (the same for both names)."""
+        from commy_transport_wss.client_blocking import connect_blocking
+
+        return connect_blocking(url, options, transport=self.name)
 
     async def serve(
         self,
