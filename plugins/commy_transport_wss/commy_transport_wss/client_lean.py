@@ -1,5 +1,5 @@
-"""The ``wss-lean`` client: TLS in C on a non-blocking socket, wsproto for the upgrade,
-hand-written frames.
+"""The ``wss-lean`` client: anyio's TCP stream, TLS through memory BIOs (`_tlsstream`),
+wsproto for the upgrade, hand-written frames.
 
 Per message it does one encode, one write, and reads in the caller's task: no
 background reader, no memory-stream hand-off, no httpcore wrappers, no Python TLS layer.
@@ -25,10 +25,10 @@ from commy_transport_wss._common import (
     NETWORK_ERRORS,
     is_loopback,
     parse_url,
-    set_nodelay_socket,
+    set_nodelay,
 )
 from commy_transport_wss._connection import FrameConnection
-from commy_transport_wss._sockstream import SocketStream, connect_socket, tls_handshake
+from commy_transport_wss._tlsstream import TLSOverStream
 
 
 async def _upgrade(stream: Any, host: str, path: str) -> bytes:
@@ -55,33 +55,22 @@ async def connect(url: str, options: ClientOptions, *, transport: str = "wss-lea
     if target.tls:
         ssl_context = options.ssl_context or ssl.create_default_context()
     stream: Any = None
-    sock: Any = None
     try:
         with anyio.fail_after(options.connect_timeout):
-            sock = await connect_socket(target.host, target.port)
-            set_nodelay_socket(sock)
+            stream = await anyio.connect_tcp(target.host, target.port)
+            set_nodelay(stream)
             if ssl_context is not None:
-                # Closing never waits for the server's close_notify, so a dead server
-                # cannot hang aclose().
-                sock = ssl_context.wrap_socket(
-                    sock, server_hostname=target.host, do_handshake_on_connect=False
+                stream = await TLSOverStream.wrap(
+                    stream, ssl_context, server_side=False, hostname=target.host
                 )
-                stream = SocketStream(sock)
-                await tls_handshake(sock)
-            else:
-                stream = SocketStream(sock)
             leftover = await _upgrade(stream, target.netloc, target.path)
     except TimeoutError:
         if stream is not None:
             await anyio.aclose_forcefully(stream)
-        elif sock is not None:
-            sock.close()
         raise Timeout(f"connecting to {url} timed out after {options.connect_timeout} s") from None
     except (*NETWORK_ERRORS, RemoteProtocolError, ConnectionLost) as exc:
         if stream is not None:
             await anyio.aclose_forcefully(stream)
-        elif sock is not None:
-            sock.close()
         if isinstance(exc, ConnectionLost):
             raise
         raise ConnectionLost(f"cannot connect to {url}: {exc!r}") from None

@@ -1,19 +1,19 @@
-"""The WSS server: a non-blocking listening socket, TLS in C (`ssl.SSLSocket`), wsproto
+"""The WSS server: anyio's TCP listener, TLS through memory BIOs (`_tlsstream`), wsproto
 for the upgrade, hand-written frames.
 
 Not hypercorn/uvicorn: they verify client certificates but never hand them to the
 application, and the mTLS authenticator must see who connected (FACTS.md, Transport).
-anyio's `TLSListener` would, but runs TLS through Python-driven memory BIOs (`_sockstream`).
+anyio's `TLSListener` would too, at a higher cost per message (`_tlsstream`).
 Works on asyncio (uvloop too) and trio.
 """
 
 from __future__ import annotations
 
-import socket
 import ssl
 from typing import Any
 
 import anyio
+from anyio.abc import SocketAttribute
 from wsproto.connection import ConnectionType
 from wsproto.events import AcceptConnection, RejectConnection, Request
 from wsproto.handshake import H11Handshake
@@ -29,15 +29,10 @@ from commy_transport_wss._common import (
     insecure_bind_check,
     is_loopback,
     log,
-    set_nodelay_socket,
+    set_nodelay,
 )
 from commy_transport_wss._connection import FrameConnection
-from commy_transport_wss._sockstream import (
-    SocketStream,
-    accept,
-    listening_socket,
-    tls_handshake,
-)
+from commy_transport_wss._tlsstream import TLSOverStream
 
 #: seconds a client has for the TLS handshake, and then for the HTTP upgrade
 HANDSHAKE_TIMEOUT = 10.0
@@ -69,18 +64,17 @@ async def _upgrade(stream: Any) -> tuple[str, bytes]:
                 raise
 
 
-def _peer_info(sock: socket.socket, address: Any, transport: str) -> PeerInfo:
+def _peer_info(ssl_object: ssl.SSLObject | None, address: Any, transport: str) -> PeerInfo:
     host = address[0] if isinstance(address, tuple) else None
-    tls = isinstance(sock, ssl.SSLSocket)
-    cert = sock.getpeercert() if tls else None
+    cert = ssl_object.getpeercert() if ssl_object is not None else None
     return PeerInfo(
         transport=transport,
         remote_address=format_address(address),
         # getpeercert() returns {} for a certificate that was not verified: that is no
         # identity an authenticator may trust, so report none.
         peer_certificate=cert or None,
-        peer_certificate_der=sock.getpeercert(binary_form=True) if cert else None,
-        tls=tls,
+        peer_certificate_der=ssl_object.getpeercert(binary_form=True) if cert and ssl_object else None,
+        tls=ssl_object is not None,
         same_host=is_loopback(host),
     )
 
@@ -106,35 +100,34 @@ async def serve(
     fragment_size = int(options.extra.get("fragment_size", DEFAULT_FRAGMENT_SIZE))
     path = str(options.extra.get("path", "/commy"))
 
-    listener = listening_socket(options.host, options.port)
-    port = listener.getsockname()[1]
+    tcp = await anyio.create_tcp_listener(local_host=options.host, local_port=options.port)
+    port = tcp.extra(SocketAttribute.local_port)
 
-    async def one(raw: socket.socket, address: Any) -> None:
+    async def one(raw: Any) -> None:
         # Everything is caught here: an exception escaping this task would cancel the
-        # server's task group, and one bad connection must never stop the server.
+        # listener's task group, and one bad connection must never stop the server.
+        address = raw.extra(SocketAttribute.remote_address, None)
         peer_name = format_address(address)
-        stream: SocketStream | None = None
+        stream: Any = raw
         try:
-            set_nodelay_socket(raw)
-            sock: socket.socket = raw
-            if ssl_context is not None:
-                sock = ssl_context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
-            stream = SocketStream(sock)
+            set_nodelay(raw)
+            ssl_object = None
             if ssl_context is not None:
                 try:
                     with anyio.fail_after(HANDSHAKE_TIMEOUT):
-                        await tls_handshake(sock)  # type: ignore[arg-type]
+                        stream = await TLSOverStream.wrap(raw, ssl_context, server_side=True)
                 except (TimeoutError, *NETWORK_ERRORS) as exc:
                     # An unauthorised client, a port scan: routine for a server, one line.
                     log.info("TLS handshake with %s failed: %r", peer_name, exc)
-                    await stream.aclose()
+                    await anyio.aclose_forcefully(raw)
                     return
-            peer = _peer_info(sock, address, transport)
+                ssl_object = stream.ssl_object
+            peer = _peer_info(ssl_object, address, transport)
             try:
                 _target, leftover = await _upgrade(stream)
             except (TimeoutError, RemoteProtocolError, *NETWORK_ERRORS) as exc:
                 log.info("WebSocket upgrade from %s failed: %r", peer_name, exc)
-                await stream.aclose()
+                await anyio.aclose_forcefully(stream)
                 return
             conn = FrameConnection(
                 stream,
@@ -152,19 +145,10 @@ async def serve(
                 await conn.aclose()
         except Exception:
             log.exception("connection handler for %s failed", peer_name)
-            if stream is not None:
-                await anyio.aclose_forcefully(stream)
-            else:
-                raw.close()
+            await anyio.aclose_forcefully(stream)
 
-    try:
+    async with tcp:
         url = format_url(ssl_context is not None, options.host, port, path)
         log.info("%s transport listening on %s", transport, url)
-        async with anyio.create_task_group() as tg:
-            task_status.started(url)
-            while True:
-                raw, address = await accept(listener)
-                tg.start_soon(one, raw, address)
-    finally:
-        anyio.notify_closing(listener)
-        listener.close()
+        task_status.started(url)
+        await tcp.serve(one)
