@@ -74,9 +74,11 @@ _session_ids = itertools.count(1)
 class ServiceHandle:
     """An open service: its mapping, subscribers, and change-tracking state."""
 
-    def __init__(self, row: ServiceRow, vf: VirtualServiceFile) -> None:
+    def __init__(self, row: ServiceRow, vf: VirtualServiceFile, on_track: Callable[[], None] | None = None) -> None:
         self.row = row
         self.vf = vf
+        #: called when tracking starts (wakes the server's poll loop)
+        self._on_track = on_track
         self.subscribers: dict[int, Session] = {}
         self.users: set[int] = set()  # sessions that touched it (ephemeral lifetime)
         self.tracking = False  # shadow is current; the poller diffs against it
@@ -110,6 +112,8 @@ class ServiceHandle:
         self.tracking = True
         # Changes while nobody tracked are unknown: the log starts complete from here.
         self.changes = ChangeLog(self.last_seq)
+        if self._on_track is not None:
+            self._on_track()
 
 
 class _Pending:
@@ -247,6 +251,8 @@ class Server(AdminOps):
         self._sessions: dict[int, Session] = {}
         self._sinks: list[Callable[[ChangeEvent], None]] = [self._deliver]
         self._kernel: Any = None
+        #: set while the poll loop sleeps because no service is tracked
+        self._poll_wake: anyio.Event | None = None
         #: requests cheap enough to answer in the session's reading task, without a task
         #: of their own (a mapped read or write, a heartbeat): their synchronous handlers
         self._inline_ops: dict[str, Callable[[Session, dict[str, Any]], dict[str, Any]]] = {
@@ -331,6 +337,10 @@ class Server(AdminOps):
             log.info("commy server listening on %s", url)
             task_status.started(url)
 
+    def _wake_poller(self) -> None:
+        if self._poll_wake is not None:
+            self._poll_wake.set()
+
     async def _poll_loop(self) -> None:
         interval = self.config.server.poll_interval
         # Files damaged underneath the server (deleted, replaced, truncated) are looked for
@@ -338,6 +348,12 @@ class Server(AdminOps):
         check_every = max(int(0.1 / interval), 1) if interval > 0 else 1
         tick = 0
         while True:
+            if not any(handle.tracking for handle in self._services.values()):
+                # Nothing to watch: sleep until a service is tracked instead of waking
+                # every interval (a timer wake-up costs CPU, and latency to others).
+                self._poll_wake = anyio.Event()
+                await self._poll_wake.wait()
+                self._poll_wake = None
             await anyio.sleep(interval)
             tick += 1
             for handle in list(self._services.values()):
@@ -529,7 +545,7 @@ class Server(AdminOps):
             raise ServiceNotFound(f"no service {name!r} in tenant {tenant!r}")
         self.backplane.prepare_file(self.data_path, row)
         vf = VirtualServiceFile.open(ff.service_path(self.data_path, row.file), kernel=self.kernel)
-        handle = self._services[(tenant, name)] = ServiceHandle(row, vf)
+        handle = self._services[(tenant, name)] = ServiceHandle(row, vf, self._wake_poller)
         self.backplane.opened(handle)
         return handle
 
