@@ -23,6 +23,7 @@ server and raises its error; errors of queued writes are logged and kept in
 
 from __future__ import annotations
 
+import collections
 import hmac
 import itertools
 import logging
@@ -57,7 +58,7 @@ log = logging.getLogger(__name__)
 
 #: Writes of remote mirrors waiting to be sent; a full queue raises LimitExceeded.
 WRITE_QUEUE = 10_000
-#: Updates a subscription keeps for a consumer that is not reading (older ones are dropped).
+#: Updates a subscription keeps apart for a consumer that is behind; past that they merge.
 UPDATE_BUFFER = 1024
 SCHEMES = {"inproc": "inprocess"}
 #: reconnect backoff: the n-th try waits uniform(0, min(MAX, MIN * 2**n)) seconds
@@ -220,11 +221,58 @@ class _Mirror:
             log.warning("resync of %s/%s failed: %s", self.tenant, self.service, exc)
 
 
+class _Listener:
+    """Pushed updates waiting for one ``subscribe()`` consumer; never loses a change.
+
+    Up to ``limit`` updates wait as they came. Past that, each new update is merged into
+    the newest waiting one (latest value and version of each variable, the newer
+    sequence number), like the server's own coalescing for slow clients: a consumer
+    that falls behind gets fewer, fuller updates, and memory stays bounded.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.queue: collections.deque[dict[str, Any]] = collections.deque()
+        self.wake: anyio.Event | None = None
+        self.closed = False
+        #: updates merged into an earlier one because the consumer was behind
+        self.coalesced = 0
+
+    def offer(self, msg: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        if len(self.queue) < self.limit:
+            self.queue.append(msg)
+        else:
+            last = self.queue[-1]
+            merged = {v["name"]: v for v in last["variables"]}
+            merged.update((v["name"], v) for v in msg["variables"])
+            self.queue[-1] = {**msg, "variables": list(merged.values())}
+            self.coalesced += 1
+        if self.wake is not None:
+            self.wake.set()
+
+    async def next(self) -> dict[str, Any] | None:
+        """The next update; None once closed."""
+        while not self.queue:
+            if self.closed:
+                return None
+            self.wake = anyio.Event()
+            await self.wake.wait()
+            self.wake = None
+        return self.queue.popleft()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.wake is not None:
+            self.wake.set()
+
+
 class _Subscription:
     def __init__(self) -> None:
         self.refs = 0
         self.mirrors: list[_Mirror] = []
-        self.listeners: list[anyio.abc.ObjectSendStream[dict[str, Any]]] = []
+        self.listeners: list[_Listener] = []
         #: the highest change sequence number seen; a resubscription resumes after it
         self.seq = 0
 
@@ -516,13 +564,8 @@ class Client:
             sub.seq = msg["seq"]  # where a resume after a reconnect starts
         for mirror in sub.mirrors:
             mirror.on_push(msg)
-        for stream in sub.listeners:
-            try:
-                stream.send_nowait(msg)
-            except anyio.WouldBlock:
-                log.warning("subscriber of %s/%s is not reading; update dropped", msg["tenant"], msg["service"])
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                pass
+        for listener in sub.listeners:
+            listener.offer(msg)
 
     async def _writer(self) -> None:
         async with self._writes_out:
@@ -741,8 +784,8 @@ class Client:
         log.warning("server closed the subscription to %s/%s: [%s] %s", *key, msg["code"], msg["message"])
         sub = self._subs.pop(key, None)
         if sub is not None:
-            for stream in sub.listeners:
-                stream.close()
+            for listener in sub.listeners:
+                listener.close()
 
     # ------------------------------------------------------------------ services
     def _remember(self, reply: dict[str, Any]) -> ServiceInfo:
@@ -871,30 +914,32 @@ class Client:
     async def subscribe(self, service: str, *, tenant: str | None = None) -> AsyncIterator[AsyncIterator[ServiceUpdate]]:
         """``async with client.subscribe("svc") as updates: async for u in updates: ...``"""
         t = self._t(tenant)
-        send, receive = anyio.create_memory_object_stream[dict[str, Any]](UPDATE_BUFFER)
+        listener = _Listener(UPDATE_BUFFER)
         sub = await self._subscribe(t, service)
-        sub.listeners.append(send)
+        sub.listeners.append(listener)
         try:
-            yield self._updates(t, service, receive)
+            yield self._updates(t, service, listener)
         finally:
-            sub.listeners.remove(send)
-            send.close()
+            sub.listeners.remove(listener)
+            listener.close()
             with anyio.CancelScope(shield=True):
                 await self._unsubscribe(t, service)
 
-    async def _updates(self, tenant: str, service: str, receive: Any) -> AsyncIterator[ServiceUpdate]:
-        async with receive:
-            async for msg in receive:
-                values: dict[str, Any] = {}
-                versions: dict[str, int] = {}
-                for v in msg["variables"]:
-                    try:
-                        vt = await self._type_of(tenant, service, v["name"])
-                    except CommyError:
-                        continue  # deallocated meanwhile
-                    values[v["name"]] = protocol.value_from_wire(vt, v["name"], v["value"])
-                    versions[v["name"]] = v["version"]
-                yield ServiceUpdate(tenant, service, msg["seq"], msg["layout"], values, versions)
+    async def _updates(self, tenant: str, service: str, listener: _Listener) -> AsyncIterator[ServiceUpdate]:
+        while True:
+            msg = await listener.next()
+            if msg is None:
+                return
+            values: dict[str, Any] = {}
+            versions: dict[str, int] = {}
+            for v in msg["variables"]:
+                try:
+                    vt = await self._type_of(tenant, service, v["name"])
+                except CommyError:
+                    continue  # deallocated meanwhile
+                values[v["name"]] = protocol.value_from_wire(vt, v["name"], v["value"])
+                versions[v["name"]] = v["version"]
+            yield ServiceUpdate(tenant, service, msg["seq"], msg["layout"], values, versions)
 
     # ------------------------------------------------------------------ virtual files
     async def get_virtual_service_file(self, service: str, *, tenant: str | None = None) -> VirtualServiceFile:
@@ -990,7 +1035,7 @@ async def connect(
     """Connect and authenticate; the client closes when the block ends.
 
     ``transport`` defaults from the URL (``inproc://`` → ``"inprocess"``, otherwise
-    ``client.transport`` from config, ``"wss"`` by default); ``api_key`` defaults to
+    ``client.transport`` from config, ``"wss-lean"`` by default); ``api_key`` defaults to
     ``client.api_key`` (env ``COMMY_CLIENT_API_KEY``); ``locality`` (``"auto"``,
     ``"local"``, ``"remote"``) to ``client.locality``; ``ssl_context`` to one built from
     ``client.ca_file`` / ``cert_file`` / ``key_file`` when any is set; ``reconnect``

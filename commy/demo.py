@@ -149,7 +149,7 @@ def _config(root: Path, cert: str, key: str, ca: str) -> Any:
         data_dir=str(root / "data"),
         kernel=base.kernel,
         server=ServerConfig(host="127.0.0.1", port=0, transport="wss", tls=True, cert_file=cert, key_file=key),
-        client=ClientConfig(transport="wss", ca_file=ca, timeout=20.0),
+        client=ClientConfig(ca_file=ca, timeout=20.0),
     )
 
 

@@ -134,3 +134,37 @@ async def test_server_killed_and_restarted_client_reconnects_and_converges(tmp_p
             assert await writer.read_variable("s", "x") == 2
     finally:
         srv.kill()
+
+
+def test_a_listener_that_falls_behind_gets_merged_updates_not_gaps() -> None:
+    """client.subscribe()'s buffer: past its limit, updates merge into the newest one."""
+    from commy.client import _Listener
+
+    def update(seq: int, **values: int) -> dict:
+        return {
+            "type": "VariablesUpdated", "tenant": "t", "service": "s", "seq": seq, "layout": 1,
+            "variables": [{"name": n, "version": seq, "value": v} for n, v in values.items()],
+        }
+
+    listener = _Listener(limit=2)
+    listener.offer(update(1, a=1))
+    listener.offer(update(2, b=2))
+    listener.offer(update(3, a=3))  # merged into seq 2
+    listener.offer(update(4, c=4))  # merged as well
+    assert listener.coalesced == 2
+    first, second = list(listener.queue)
+    assert first["seq"] == 1 and first["variables"] == [{"name": "a", "version": 1, "value": 1}]
+    assert second["seq"] == 4
+    assert {v["name"]: v["value"] for v in second["variables"]} == {"b": 2, "a": 3, "c": 4}
+
+
+@pytest.mark.anyio
+async def test_a_closed_listener_drains_then_ends() -> None:
+    from commy.client import _Listener
+
+    listener = _Listener(limit=8)
+    listener.offer({"seq": 1, "variables": []})
+    listener.close()
+    listener.offer({"seq": 2, "variables": []})  # after close: ignored
+    assert (await listener.next())["seq"] == 1
+    assert await listener.next() is None
