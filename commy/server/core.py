@@ -175,6 +175,7 @@ class Session:
                 self._tg.start_soon(self.close)
             return
         self._wake.set()
+        self.server._pushes_woken = True
 
     async def push_loop(self) -> None:
         timeout = self.server.config.server.push_timeout
@@ -253,6 +254,8 @@ class Server(AdminOps):
         self._kernel: Any = None
         #: set while the poll loop sleeps because no service is tracked
         self._poll_wake: anyio.Event | None = None
+        #: a session's push task was woken since the last inline answer (see `handle`)
+        self._pushes_woken = False
         #: requests cheap enough to answer in the session's reading task, without a task
         #: of their own (a mapped read or write, a heartbeat): their synchronous handlers
         self._inline_ops: dict[str, Callable[[Session, dict[str, Any]], dict[str, Any]]] = {
@@ -407,8 +410,16 @@ class Server(AdminOps):
                     kind = msg["type"]
                     inline = inline_ops.get(kind)
                     if inline is not None:
+                        reply = self._answer_inline(session, msg, inline)
+                        if self._pushes_woken:
+                            # A write woke subscribers' push tasks: let them send first.
+                            # The writer's acknowledgement waits a few µs; otherwise the
+                            # pushes wait behind it, and often behind the writer itself,
+                            # which the acknowledgement wakes on a 2-vCPU machine.
+                            self._pushes_woken = False
+                            await anyio.lowlevel.checkpoint()
                         try:
-                            await conn.send(protocol.encode(self._answer_inline(session, msg, inline)))
+                            await conn.send(protocol.encode(reply))
                         except ConnectionLost:
                             break
                         continue
