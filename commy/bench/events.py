@@ -185,9 +185,12 @@ def run_events_bench(progress=None, samples: int = 300) -> dict:
     with tempfile.TemporaryDirectory(prefix="commy-bench-events-") as tmp:
         with VirtualServiceFile.create(tmp) as vf:
             vf.allocate("t", "i64")
+            vf.allocate("n", "i64")
+            path = str(vf.path)
+        with VirtualServiceFile.create(tmp) as vf:  # the fan-out's own service
             for i in range(8):
                 vf.allocate(f"n{i}", "i64")
-            path = str(vf.path)
+            fan_path = str(vf.path)
         local = _latency(path, "doorbell", max(samples // 3, 30), 0.02, say)
         fast = _latency(path, "futex", samples, 0.003, say)
         # ~3-5k updates/s keeps the watcher's core awake (FACTS: idle vCPUs are halted
@@ -208,7 +211,7 @@ def run_events_bench(progress=None, samples: int = 300) -> dict:
         except ImportError as exc:
             out["remote_event_us_p50"] = out["remote_event_us_p99"] = None
             out["remote_reason"] = f"remote path not available: {exc}"
-        fan = _fanout(path, 8, 2.0, 8, say)
+        fan = _fanout(fan_path, 8, 2.0, 8, say)
         out["fanout_events_per_s"] = fan["variable_changes_per_s"]
         out["fanout_counts"] = (
             "variable changes delivered per second, summed over 8 futex subscribers: one per "
@@ -219,7 +222,7 @@ def run_events_bench(progress=None, samples: int = 300) -> dict:
         out["fanout"] = fan
         # The same with one variable per write and no batching: here every change costs
         # a wake-up, so this is the per-event delivery rate.
-        out["fanout_single_variable"] = _fanout(path, 8, 2.0, 1, say)
+        out["fanout_single_variable"] = _fanout(fan_path, 8, 2.0, 1, say)
         try:
             from commy.bench.events_remote import remote_fanout
 

@@ -113,6 +113,10 @@ class ServiceHandle:
         self.changes = ChangeLog(self.last_seq)
 
 
+#: checkpoints a woken push loop yields before draining (push batching; see push_loop)
+_PUSH_YIELDS = 3
+
+
 class _Pending:
     """Coalesced, not yet pushed changes of one service for one session."""
 
@@ -144,6 +148,7 @@ class Session:
         self._send_lock = anyio.Lock(fast_acquire=True)
         self._pending: dict[tuple[str, str], _Pending] = {}
         self._pending_count = 0
+        self._enqueued = 0  # changes ever enqueued: push_loop waits while it grows
         self._overflowed = False
         self._wake = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
@@ -164,6 +169,7 @@ class Session:
             pending = self._pending[key] = _Pending(event)
         before = len(pending.variables)
         pending.merge(event)
+        self._enqueued += 1
         # Coalescing bounds the backlog by the variables subscribed to; this bounds that.
         self._pending_count += len(pending.variables) - before
         if self._pending_count > self.server.config.limits.max_pending_pushes and not self._overflowed:
@@ -180,6 +186,14 @@ class Session:
         timeout = self.server.config.server.push_timeout
         while True:
             await self._wake.wait()
+            # Push batching: while changes keep arriving, let the other ready tasks run
+            # first (e.g. a writer's reader loop with more requests already buffered),
+            # so one push carries all of them. Idle, this costs one checkpoint.
+            for _ in range(_PUSH_YIELDS):
+                before = self._enqueued
+                await anyio.lowlevel.checkpoint()
+                if self._enqueued == before:
+                    break
             self._wake = anyio.Event()
             pending, self._pending = self._pending, {}
             self._pending_count = 0
