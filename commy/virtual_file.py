@@ -550,7 +550,15 @@ class VirtualServiceFile:
 
     def detect_changes(self) -> list[str]:
         """Changed variable names since the last call, and move the shadow forward."""
+        self._refresh_if_changed()
+        # Versions read *before* the bytes: a write landing in between is seen again by
+        # detect_moved (a duplicate at worst), never lost; one the diff saw is not.
+        q = self._q
+        gen = self._layout_gen
+        versions = [q[t[1]] for t in self._track]
         ranges = self.changed_ranges()
+        if self._layout_gen == gen:  # else the directory was reloaded during the diff
+            self._seen = versions
         if not ranges:
             return []
         names = self.variables_in_ranges(ranges)
@@ -561,9 +569,10 @@ class VirtualServiceFile:
         """Like `detect_changes`, but diff less: only variables whose version moved.
 
         Much cheaper on a freshly woken core than a full diff: one load per variable,
-        and a byte compare (plus shadow update) only for those whose version moved.
-        Stores that bypass commy (no version bump) are not seen here; a full
-        `detect_changes` finds them.
+        and a shadow update only for those whose version moved. A moved version is a
+        committed write, so the variable is named even if it stored the same value
+        (as the server names a remote write). Stores that bypass commy (no version
+        bump) are not seen here; a full `detect_changes` finds them.
         """
         if self._shadow is None or self._q[_LAYOUT_INDEX] != self._layout_gen:
             return self.detect_changes()
@@ -578,13 +587,12 @@ class VirtualServiceFile:
             v = q[vidx]
             if seen[i] != v:
                 seen[i] = v
-                lo = start - base
                 if end - base > len(shadow):
                     self._grow_shadow()
-                current = mv[start:end]
-                if current != shadow[lo : lo + end - start]:
-                    shadow[lo : lo + end - start] = current
-                    out.append(name)
+                # A moved version is a committed write: named without a byte compare
+                # (as the server names a remote write), the shadow just follows it.
+                shadow[start - base : end - base] = mv[start:end]
+                out.append(name)
             i += 1
         return out
 

@@ -166,3 +166,21 @@ def test_hub_never_drops_when_full():
     assert [e.variables for e in events[:2]] == [("x0",), ("x1",)]
     assert events[2].variables == tuple(f"x{i}" for i in range(2, 10))
     assert (events[2].old_seq, events[2].new_seq) == (2, 10)
+
+
+def test_detect_moved_names_committed_writes_and_leaves_raw_stores_to_the_diff(tmp_path):
+    path = _make_service(tmp_path)
+    with VirtualServiceFile.open(path) as writer, VirtualServiceFile.open(path, readonly=True) as watcher:
+        watcher.snapshot_shadow()
+        writer.write("v1", writer.read("v1"))  # same value: still a committed write
+        writer.write("v2", 5)
+        assert sorted(watcher.detect_moved()) == ["v1", "v2"]
+        assert watcher.detect_moved() == []
+        assert watcher.detect_changes() == [], "the shadow followed the moved variables"
+        struct.pack_into("<q", writer.accessor.view(), writer.variables()["v4"].offset, 99)
+        assert watcher.detect_moved() == [], "no version moved"
+        assert watcher.detect_changes() == ["v4"]
+        writer.allocate("late", "i64")
+        writer.write("late", 7)
+        writer.write("v5", 8)
+        assert sorted(watcher.detect_changes() + watcher.detect_moved()) == ["late", "v5"]
