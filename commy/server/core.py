@@ -113,8 +113,8 @@ class ServiceHandle:
         self.changes = ChangeLog(self.last_seq)
 
 
-#: checkpoints a woken push loop yields before draining (push batching; see push_loop)
-_PUSH_YIELDS = 3
+#: most checkpoints a woken push loop yields while changes keep arriving (push batching)
+_PUSH_YIELDS = 16
 
 
 class _Pending:
