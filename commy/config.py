@@ -149,6 +149,15 @@ class BackplaneConfig:
 
 
 @attrs.define
+class EventsConfig:
+    """Change events (docs/events.md)."""
+
+    #: futex waiter plugin of the fast path (``wakeup="futex"``); None: the highest-ranked
+    #: available one (``cffi`` when installed, else the built-in ``ctypes``)
+    waiter: str | None = None
+
+
+@attrs.define
 class PluginsConfig:
     disable: list[str] = attrs.field(factory=list)
 
@@ -164,6 +173,7 @@ class Config:
     mtls: MtlsConfig = attrs.field(factory=MtlsConfig)
     access: AccessConfig = attrs.field(factory=AccessConfig)
     backplane: BackplaneConfig = attrs.field(factory=BackplaneConfig)
+    events: EventsConfig = attrs.field(factory=EventsConfig)
     #: where the file part came from (None: no file)
     source: str | None = attrs.field(default=None, eq=False)
 
@@ -181,6 +191,7 @@ SECTIONS = {
     "mtls": MtlsConfig,
     "access": AccessConfig,
     "backplane": BackplaneConfig,
+    "events": EventsConfig,
 }
 TOP_LEVEL = {"data_dir"}
 

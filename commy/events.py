@@ -94,37 +94,47 @@ class EventHub:
     def __init__(self, max_pending: int = 10_000) -> None:
         self.max_pending = max_pending
         self._queue: collections.deque[FileChangeEvent] = collections.deque()
-        self._cond = threading.Condition()
-        self._sinks: list[_AsyncSink] = []
+        # publish() takes the plain lock (a C-level context manager) and notifies
+        # only when a thread waits; wait() goes through the condition built on it.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._waiting = 0  # threads in wait(): publish() skips notify_all() without any
+        # Callbacks and sinks are tuples replaced on change (under the lock), so
+        # publish() iterates them without copying or locking.
+        self._sinks: tuple[_AsyncSink, ...] = ()
         self._sinks_lock = threading.Lock()
         self.published = 0
-        self._callbacks: list = []
+        self._callbacks: tuple = ()
 
     def add_callback(self, callback) -> None:
         """Run ``callback(event)`` synchronously in the publishing thread (no hand-off)."""
-        self._callbacks.append(callback)
+        with self._sinks_lock:
+            self._callbacks = (*self._callbacks, callback)
 
     def remove_callback(self, callback) -> None:
-        if callback in self._callbacks:
-            self._callbacks.remove(callback)
+        with self._sinks_lock:
+            if callback in self._callbacks:
+                callbacks = list(self._callbacks)
+                callbacks.remove(callback)
+                self._callbacks = tuple(callbacks)
 
     def publish(self, event: FileChangeEvent) -> None:
         self.published += 1
-        for callback in list(self._callbacks):
+        for callback in self._callbacks:
             try:
                 callback(event)
             except Exception:
                 log.exception("file change callback %r failed", callback)
-        with self._cond:
-            if len(self._queue) >= self.max_pending:
+        with self._lock:
+            queue = self._queue
+            if len(queue) >= self.max_pending:
                 # Never drop a change: fold it into the newest queued event.
-                self._queue[-1] = self._queue[-1].merge(event)
+                queue[-1] = queue[-1].merge(event)
             else:
-                self._queue.append(event)
-            self._cond.notify_all()
-        with self._sinks_lock:
-            sinks = list(self._sinks)
-        for sink in sinks:
+                queue.append(event)
+            if self._waiting:
+                self._cond.notify_all()
+        for sink in self._sinks:
             if _in_loop_thread(sink):
                 sink.offer_in_loop(event)
             else:
@@ -138,22 +148,26 @@ class EventHub:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise Timeout(f"no file change within {timeout} s")
-                self._cond.wait(remaining)
+                self._waiting += 1
+                try:
+                    self._cond.wait(remaining)
+                finally:
+                    self._waiting -= 1
             return self._queue.popleft()
 
     def try_get(self) -> FileChangeEvent | None:
-        with self._cond:
+        with self._lock:
             return self._queue.popleft() if self._queue else None
 
     def clear(self) -> None:
-        with self._cond:
+        with self._lock:
             self._queue.clear()
 
     async def subscribe(self, buffer: int = 1024) -> AsyncIterator[FileChangeEvent]:
         sink = _AsyncSink(buffer)
         sink.thread = threading.get_ident()  # type: ignore[attr-defined]
         with self._sinks_lock:
-            self._sinks.append(sink)
+            self._sinks = (*self._sinks, sink)
         try:
             async with sink.receive:
                 while True:
@@ -168,8 +182,7 @@ class EventHub:
                                 pass
         finally:
             with self._sinks_lock:
-                if sink in self._sinks:
-                    self._sinks.remove(sink)
+                self._sinks = tuple(s for s in self._sinks if s is not sink)
             sink.send.close()
 
 

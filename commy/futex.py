@@ -1,4 +1,4 @@
-"""Futex wait/wake on the mapped change-sequence word (Linux; the fast wake-up path).
+"""Futex wait/wake through ctypes: the built-in ``ctypes`` waiter (Linux; fast path).
 
 A futex on a shared file mapping is keyed by inode + offset, so unrelated processes
 mapping the same service file can wait on and wake the same word (never with
@@ -17,6 +17,7 @@ import platform
 
 from commy import fileformat as ff
 from commy.errors import WatcherError
+from commy.hookspecs import hookimpl
 
 _SYS_FUTEX = {"x86_64": 202, "aarch64": 98}.get(platform.machine())
 _FUTEX_WAIT = 0
@@ -58,10 +59,12 @@ class SeqFutex:
     def value(self) -> int:
         return self._word.value
 
-    def wait(self, expected: int, timeout: float) -> bool:
-        """Sleep while the word equals ``expected`` (≤ ``timeout`` s); True if it moved."""
-        if self._word.value != expected:
-            return True
+    def wait(self, expected: int, timeout: float) -> int:
+        """Sleep while the word equals ``expected`` (≤ ``timeout`` s); the word afterwards."""
+        word = self._word
+        now = word.value
+        if now != expected:
+            return now
         ts = _Timespec(int(timeout), int((timeout % 1) * 1e9))
         res = _syscall(_SYS_FUTEX, ctypes.c_void_p(self._addr), _FUTEX_WAIT, ctypes.c_uint32(expected),
                        ctypes.byref(ts), None, 0)
@@ -69,7 +72,7 @@ class SeqFutex:
             err = ctypes.get_errno()
             if err not in (errno.EAGAIN, errno.ETIMEDOUT, errno.EINTR):
                 raise WatcherError(f"futex wait failed: {os.strerror(err)}")
-        return self._word.value != expected
+        return word.value
 
     def wake(self) -> int:
         """Wake every process waiting on the word; returns how many woke."""
@@ -80,3 +83,22 @@ class SeqFutex:
             del self._word
             self._map.close()
             self._map = None  # type: ignore[assignment]
+
+
+class CtypesWaiterProvider:
+    """The built-in waiter: libc's ``syscall`` through ctypes (holds the GIL while it
+    converts arguments; the ``cffi`` plugin's C helper outranks it)."""
+
+    name = "ctypes"
+    rank = 10
+
+    def available(self) -> tuple[bool, str]:
+        return (True, "") if available() else (False, f"no futex syscall number for {platform.machine()}")
+
+    def open(self, path: str | os.PathLike[str]) -> SeqFutex:
+        return SeqFutex(path)
+
+
+@hookimpl
+def commy_register_waiters(register):
+    register("ctypes", CtypesWaiterProvider)

@@ -46,3 +46,13 @@ def commy_register_backplanes(register):
     ``factory(config)`` returns a `commy.backplane.Backplane`; config ``server.backplane``
     picks one (default ``"none"``: a single node with SQLite metadata).
     """
+
+
+@hookspec
+def commy_register_waiters(register):
+    """Register fast-path waiters: ``register("name", factory)``.
+
+    ``factory()`` returns a `commy.waiters.WaiterProvider` (futex wait/wake on a service
+    file's change-sequence word); config ``events.waiter`` picks one, else the highest
+    ``rank`` that is available.
+    """

@@ -22,7 +22,7 @@ from commy.registry import Registry
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "commy"
-KINDS = ("kernels", "accessors", "transports", "authenticators", "backplanes")
+KINDS = ("kernels", "accessors", "transports", "authenticators", "backplanes", "waiters")
 
 # Built-ins go through the same hooks as third-party plugins.
 BUILTIN_PLUGINS = {
@@ -31,6 +31,7 @@ BUILTIN_PLUGINS = {
     "builtin_transports": "commy.transports.builtin",
     "builtin_authenticators": "commy.auth.builtin",
     "builtin_backplanes": "commy.backplane",
+    "builtin_waiters": "commy.futex",
 }
 
 
@@ -71,6 +72,10 @@ class Plugins:
     @property
     def backplanes(self) -> Registry:
         return self.registries["backplanes"]
+
+    @property
+    def waiters(self) -> Registry:
+        return self.registries["waiters"]
 
     def _collect(self) -> None:
         # Call every implementation on its own so each registration is attributed

@@ -55,6 +55,7 @@ _CHECKED = 1  # scalar needing an extra check (bool, floats)
 _DOUBLE = 2  # multi-word value, double-buffered
 _SEQ_INDEX = ff.OFF_CHANGE_SEQ // 8
 _LISTEN_INDEX = ff.OFF_LISTENERS // 8
+_LAYOUT_INDEX = ff.OFF_LAYOUT_GEN // 8
 _DOORBELL = b"\x01"
 
 
@@ -83,7 +84,10 @@ class VirtualServiceFile:
         self._bounds: list[tuple[int, int, str]] = []
         self._starts: list[int] = []
         self._shadow: bytearray | None = None
-        self._seen: dict[str, int] = {}  # versions at the last detect_moved()
+        # detect_moved(): per variable (name, version index, offset, end), and the
+        # versions seen at the last call, index-aligned; rebuilt with the directory.
+        self._track: list[tuple[str, int, int, int]] = []
+        self._seen: list[int] = []
         self._shadow_base = 0
         self._batch_depth = 0
         self._batch_dirty = False
@@ -128,6 +132,10 @@ class VirtualServiceFile:
         bounds = sorted((e.offset, e.offset + e.size, e.name) for e in entries.values())
         self._bounds = bounds
         self._starts = [b[0] for b in bounds]
+        seen = dict(zip((t[0] for t in self._track), self._seen, strict=True))
+        self._track = [(n, e.version_offset // 8, e.offset, e.offset + e.size) for n, e in entries.items()]
+        # A variable new since the last call reports as moved (-1 never matches).
+        self._seen = [seen.get(t[0], -1) for t in self._track]
         self._layout_gen = header.layout_generation
         self._data_offset = header.data_offset
         self._data_end = header.data_end
@@ -323,12 +331,13 @@ class VirtualServiceFile:
     def _wake_waiters(self) -> None:
         futex = self._futex
         if futex is None:
-            from commy.futex import SeqFutex
+            from commy.waiters import default_waiter
 
             path = self.path
             if path is None or self._readonly:
                 return
-            futex = self._futex = SeqFutex(path)
+            # Resolved on the first commit that has waiters; later wakes are one call.
+            futex = self._futex = default_waiter().open(path)
         futex.wake()
 
     def ring_doorbell(self) -> None:
@@ -496,7 +505,7 @@ class VirtualServiceFile:
         self._shadow = bytearray(self._mv[self._data_offset : self._data_end])
         self._shadow_base = self._data_offset
         q = self._q
-        self._seen = {name: q[s[3]] for name, s in self._slots.items()}
+        self._seen = [q[t[1]] for t in self._track]
 
     def changed_ranges(self) -> list[tuple[int, int]]:
         """File byte ranges that differ from the shadow (absolute offsets)."""
@@ -541,7 +550,15 @@ class VirtualServiceFile:
 
     def detect_changes(self) -> list[str]:
         """Changed variable names since the last call, and move the shadow forward."""
+        self._refresh_if_changed()
+        # Versions read *before* the bytes: a write landing in between is seen again by
+        # detect_moved (a duplicate at worst), never lost; one the diff saw is not.
+        q = self._q
+        gen = self._layout_gen
+        versions = [q[t[1]] for t in self._track]
         ranges = self.changed_ranges()
+        if self._layout_gen == gen:  # else the directory was reloaded during the diff
+            self._seen = versions
         if not ranges:
             return []
         names = self.variables_in_ranges(ranges)
@@ -551,10 +568,13 @@ class VirtualServiceFile:
     def detect_moved(self) -> list[str]:
         """Like `detect_changes`, but diff less: only variables whose version moved.
 
-        Much cheaper on a freshly woken core than a full diff. Stores that bypass
-        commy (no version bump) are not seen here; a full `detect_changes` finds them.
+        Much cheaper on a freshly woken core than a full diff: one load per variable,
+        and a shadow update only for those whose version moved. A moved version is a
+        committed write, so the variable is named even if it stored the same value
+        (as the server names a remote write). Stores that bypass commy (no version
+        bump) are not seen here; a full `detect_changes` finds them.
         """
-        if self._shadow is None or self._refresh_if_changed():
+        if self._shadow is None or self._q[_LAYOUT_INDEX] != self._layout_gen:
             return self.detect_changes()
         q = self._q
         seen = self._seen
@@ -562,20 +582,18 @@ class VirtualServiceFile:
         base = self._shadow_base
         mv = self._mv
         out = []
-        for name, s in self._slots.items():
-            v = q[s[3]]
-            if seen.get(name) == v:
-                continue
-            seen[name] = v
-            e = s[5]
-            lo = e.offset - base
-            hi = lo + e.size
-            if hi > len(shadow):
-                self._grow_shadow()
-            current = mv[e.offset : e.offset + e.size]
-            if current != shadow[lo:hi]:
-                shadow[lo:hi] = current
+        i = 0
+        for name, vidx, start, end in self._track:
+            v = q[vidx]
+            if seen[i] != v:
+                seen[i] = v
+                if end - base > len(shadow):
+                    self._grow_shadow()
+                # A moved version is a committed write: named without a byte compare
+                # (as the server names a remote write), the shadow just follows it.
+                shadow[start - base : end - base] = mv[start:end]
                 out.append(name)
+            i += 1
         return out
 
     # ---------------------------------------------------------------- monitoring (seed API)

@@ -39,6 +39,10 @@ class WatcherOptions:
     max_pending: int = 10_000
     #: "doorbell" (watchfiles, portable default) or "futex" (fast path, Linux)
     wakeup: str = attrs.field(default="doorbell", validator=attrs.validators.in_(("doorbell", "futex")))
+    #: futex waiter plugin for ``wakeup="futex"`` (None: config ``events.waiter``, else
+    #: the highest-ranked available one). Any waiter wakes on any writer's wake: they
+    #: share the kernel's futex on the mapped word.
+    waiter: str | None = None
 
 
 class FileWatcher:
@@ -52,12 +56,15 @@ class FileWatcher:
         kernel=None,
         options: WatcherOptions | None = None,
         service: str | None = None,
+        waiter=None,
     ) -> None:
         self.path = str(path)
         self.options = options or WatcherOptions()
         self.hub = hub or EventHub(self.options.max_pending)
         self.service = service
         self._kernel = kernel
+        #: `commy.waiters.WaiterProvider` of the futex path (None: the process default)
+        self._waiter = waiter
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._vf = None
@@ -78,6 +85,19 @@ class FileWatcher:
 
         vf = VirtualServiceFile.open(self.path, readonly=True, kernel=self._kernel)
         vf.kernel  # resolve the kernel now, not on the first change  # noqa: B018
+        if self.options.wakeup == "futex" and self._waiter is None:
+            # Resolved here, once: the wait loop never asks pluggy.
+            if self.options.waiter:
+                from commy.config import load_config
+                from commy.plugins import get_plugins
+                from commy.waiters import select_waiter
+
+                registry = get_plugins(load_config().plugins.disable).waiters
+                self._waiter = select_waiter(registry, self.options.waiter)
+            else:
+                from commy.waiters import default_waiter
+
+                self._waiter = default_waiter()
         self._counter = ff.OFF_WAITERS if self.options.wakeup == "futex" else ff.OFF_WATCHERS
         self._registered = vf.adjust_listener_count(self._counter, +1)
         vf.snapshot_shadow()
@@ -140,34 +160,35 @@ class FileWatcher:
             ready.set()
 
     def _run_futex(self, ready: threading.Event) -> None:
-        from commy.futex import SeqFutex
-
         sweep = self.options.sweep_interval_s
         last_sweep = time.monotonic()
         try:
-            futex = SeqFutex(self.path)
+            waiter = self._waiter.open(self.path)
         except Exception as exc:
             self.error = WatcherError(f"futex wake-ups unavailable for {self.path}: {exc!r}")
             log.error("%s", self.error)
             ready.set()
             return
+        wait = waiter.wait
+        check = self.check
+        stop = self._stop
+        tick = _TICK_MS / 1000
         try:
-            last = futex.value
+            last = waiter.value
             ready.set()
-            while not self._stop.is_set():
-                futex.wait(last, _TICK_MS / 1000)
-                current = futex.value
+            while not stop.is_set():
+                current = wait(last, tick)
                 if current != last:
                     last = current
-                    self.check("fast")
+                    check("fast")
                 elif sweep > 0 and time.monotonic() - last_sweep >= sweep:
                     last_sweep = time.monotonic()
-                    self.check("sweep")
+                    check("sweep")
         except Exception as exc:
             self.error = WatcherError(f"watching {self.path} failed: {exc!r}")
             log.error("%s", self.error)
         finally:
-            futex.close()
+            waiter.close()
 
     def check(self, source: str = "sweep") -> FileChangeEvent | None:
         """Diff now; publish and return an event if any variable changed."""
@@ -182,17 +203,21 @@ class FileWatcher:
         # old_seq is where the previous *published* event ended, so consecutive events
         # tile the sequence without gaps even when a check finds nothing new.
         old = self._seq
-        new = vf.change_seq
         if source == "sweep":
             names = vf.detect_changes()
         else:
             names = vf.detect_moved()
-            if not names and new != old:
+            if not names and vf.change_seq != old:
                 # The sequence moved but no version did: raw stores announced with
                 # commit(); only a full diff finds them.
                 names = vf.detect_changes()
         if not names:
             return None
+        # Read after the diff: writers bump a variable's version before the sequence,
+        # so every commit whose change the diff saw is (but for the few instructions
+        # between those two stores) at or below it, and a burst's last event ends at
+        # its last commit.
+        new = vf.change_seq
         self._seq = new
         event = FileChangeEvent(vf.service_id, tuple(names), old, new, source=source, service=self.service)
         self.hub.publish(event)

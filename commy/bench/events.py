@@ -22,12 +22,19 @@ def _watch_child(path: str, wakeup: str, ready, done, out) -> None:
 
     vf = VirtualServiceFile.open(path, readonly=True)
     lat: list[float] = []
-    count = [0]
+    # callbacks, variable changes (names in events), commits covered (seq numbers),
+    # gaps (an event not starting where the previous one ended), last new_seq
+    stats = [0, 0, 0, 0, None]
     perf = time.perf_counter_ns
 
     def on_event(event) -> None:
         now = perf()
-        count[0] += 1
+        stats[0] += 1
+        stats[1] += len(event.variables)
+        stats[2] += event.new_seq - event.old_seq
+        if stats[4] is not None and event.old_seq != stats[4]:
+            stats[3] += 1
+        stats[4] = event.new_seq
         if "t" in event.variables:
             lat.append((now - vf.read("t")) / 1000)
 
@@ -37,7 +44,7 @@ def _watch_child(path: str, wakeup: str, ready, done, out) -> None:
     done.wait(120)
     time.sleep(0.2)
     vf.close()
-    out.put((lat, count[0]))
+    out.put((lat, stats))
 
 
 def _latency(path: str, wakeup: str, samples: int, gap_s: float, say) -> dict:
@@ -55,7 +62,7 @@ def _latency(path: str, wakeup: str, samples: int, gap_s: float, say) -> dict:
             if i % 50 == 0:
                 say(f"bench events: {wakeup} {i}/{samples}")
     done.set()
-    lat, _count = out.get(timeout=60)
+    lat, _stats = out.get(timeout=60)
     child.join(10)
     lat = lat[3:]  # the first wake-ups include thread start-up
     if not lat:
@@ -63,7 +70,10 @@ def _latency(path: str, wakeup: str, samples: int, gap_s: float, say) -> dict:
     return {"p50": round(_pct(lat, 0.5), 1), "p99": round(_pct(lat, 0.99), 1), "samples": len(lat)}
 
 
-def _fanout(path: str, subscribers: int, seconds: float, say) -> dict:
+def _fanout(path: str, subscribers: int, seconds: float, variables: int, say, gap_s: float = 0.0) -> dict:
+    """Writer rounds of ``variables`` writes (one announce per round, `vf.batch()`),
+    ``gap_s`` apart (0: as fast as the writer can), to ``subscribers`` futex watcher
+    processes."""
     from commy.virtual_file import VirtualServiceFile
 
     children = []
@@ -75,28 +85,46 @@ def _fanout(path: str, subscribers: int, seconds: float, say) -> dict:
     for _p, ready, _d, _o in children:
         ready.wait(60)
     time.sleep(0.3)
-    say(f"bench events: fan-out to {subscribers} subscribers")
-    writes = 0
+    say(f"bench events: fan-out to {subscribers} subscribers, {variables} variable(s) per round")
+    names = [f"n{i}" for i in range(variables)]
+    writes = rounds = 0
     with VirtualServiceFile.open(path) as vf:
+        first_seq = vf.change_seq
         end = time.monotonic() + seconds
         start = time.monotonic()
         while time.monotonic() < end:
-            vf.write("n", writes)
-            writes += 1
-            time.sleep(0.0001)
+            with vf.batch():
+                for name in names:
+                    vf.write(name, writes)
+                    writes += 1
+            rounds += 1
+            if gap_s:
+                time.sleep(gap_s)
         elapsed = time.monotonic() - start
+        final_seq = vf.change_seq
     for _p, _r, done, _o in children:
         done.set()
-    total = 0
+    callbacks = changes = commits = gaps = 0
+    complete = True
     for p, _r, _d, out in children:
-        _lat, count = out.get(timeout=60)
-        total += count
+        _lat, (n_cb, n_changes, n_commits, n_gaps, last) = out.get(timeout=60)
+        callbacks += n_cb
+        changes += n_changes
+        commits += n_commits
+        gaps += n_gaps
+        complete = complete and n_gaps == 0 and last == final_seq
         p.join(10)
     return {
         "subscribers": subscribers,
+        "variables_per_round": variables,
+        "rounds_per_s": round(rounds / elapsed),
         "writes_per_s": round(writes / elapsed),
-        "events_delivered": total,
-        "events_per_s": round(total / elapsed),
+        # Each subscriber's events tile the sequence without a gap and end at the
+        # writer's last sequence number: every commit was announced to every one.
+        "complete": complete and commits == subscribers * (final_seq - first_seq),
+        "callbacks_per_s": round(callbacks / elapsed),
+        "variable_changes_per_s": round(changes / elapsed),
+        "commits_delivered_per_s": round(commits / elapsed),
     }
 
 
@@ -161,6 +189,10 @@ def run_events_bench(progress=None, samples: int = 300) -> dict:
             vf.allocate("t", "i64")
             vf.allocate("n", "i64")
             path = str(vf.path)
+        with VirtualServiceFile.create(tmp) as vf:  # the fan-out's own service
+            for i in range(8):
+                vf.allocate(f"n{i}", "i64")
+            fan_path = str(vf.path)
         local = _latency(path, "doorbell", max(samples // 3, 30), 0.02, say)
         fast = _latency(path, "futex", samples, 0.003, say)
         # ~3-5k updates/s keeps the watcher's core awake (FACTS: idle vCPUs are halted
@@ -170,6 +202,9 @@ def run_events_bench(progress=None, samples: int = 300) -> dict:
         out["fast_event_us_p50"], out["fast_event_us_p99"] = fast["p50"], fast["p99"]
         out["fast_event_hot_us_p50"], out["fast_event_hot_us_p99"] = hot["p50"], hot["p99"]
         out["local_samples"], out["fast_samples"] = local["samples"], fast["samples"]
+        from commy.waiters import default_waiter
+
+        out["fast_waiter"] = default_waiter().name
         try:
             from commy.bench.events_remote import remote_event_latency
 
@@ -178,9 +213,20 @@ def run_events_bench(progress=None, samples: int = 300) -> dict:
         except ImportError as exc:
             out["remote_event_us_p50"] = out["remote_event_us_p99"] = None
             out["remote_reason"] = f"remote path not available: {exc}"
-        fan = _fanout(path, 8, 2.0, say)
-        out["fanout_events_per_s"] = fan["events_per_s"]
+        fan = _fanout(fan_path, 8, 2.0, 1, say)
+        out["fanout_events_per_s"] = fan["callbacks_per_s"]
+        out["fanout_counts"] = (
+            "FileChangeEvents delivered per second, summed over 8 subscriber processes "
+            "(futex path), while one writer process writes one variable per commit as fast "
+            "as it can; an event covers the commits since the subscriber's last wake-up. "
+            "'complete': every subscriber's events tile the sequence numbers without a gap "
+            "up to the writer's last commit, so every change reached every subscriber."
+        )
         out["fanout"] = fan
+        # Beside it: the writer paced (~0.1 ms sleeps, ~3k commits/s), and 8 variables
+        # per commit (events then name 8 variables each).
+        out["fanout_paced"] = _fanout(fan_path, 8, 2.0, 1, say, gap_s=0.0001)
+        out["fanout_8_variables"] = _fanout(fan_path, 8, 2.0, 8, say)
         try:
             from commy.bench.events_remote import remote_fanout
 
