@@ -8,8 +8,14 @@ it is scanned, and with a backplane before it leaves for the other nodes.
 
 With ``"futex"``, one thread per tracked service sleeps on the futex of the file's change
 sequence (the same fast path local readers use, `commy.futex`) and, when the sequence
-moves, hands the service to the event loop, which scans it exactly as the poller would.
-The poll loop keeps running as the backstop (a replaced file, a missed wake-up).
+moves, marks the service and writes to an eventfd the event loop waits on; the loop scans
+the marked services exactly as the poller would. The poll loop keeps running as the
+backstop (a replaced file, a missed wake-up).
+
+Why an eventfd and not ``anyio.from_thread.run_sync``: that call waits for the loop's
+answer, so the waiter thread wakes up again in the middle of the scan and competes for
+the GIL with the loop on the way to the network (on this 2-core VM each such hand-over is
+a cross-core wake-up). With the eventfd the thread writes 8 bytes and goes back to sleep.
 
 The price: while the server waits on a file, every local write to it makes one
 ``FUTEX_WAKE`` system call (writers skip it when nobody waits), so it is opt-in.
@@ -18,12 +24,11 @@ The price: while the server waits on a file, every local write to it makes one
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import TYPE_CHECKING
 
 import anyio
-import anyio.from_thread
-import anyio.lowlevel
 
 from commy import fileformat as ff
 from commy.errors import CommyError
@@ -61,8 +66,12 @@ class FutexWakeups:
     def __init__(self, server: Server) -> None:
         self.server = server
         self._waiters: dict[Key, _Waiter] = {}
-        self._token: object = None
-        #: for tests: wake-ups handed to the loop
+        #: waiters add their service here and ring ``_efd``; the loop takes them
+        self._marked: set[_Waiter] = set()
+        self._efd = -1
+        #: stopped waiters whose thread may not have ended yet (joined before _efd closes)
+        self._retired: list[_Waiter] = []
+        #: for tests: scans the wake-ups caused
         self.pokes = 0
 
     async def run(self) -> None:
@@ -71,15 +80,51 @@ class FutexWakeups:
         if not futex.available():
             log.warning("server.wakeup = \"futex\" is not supported here; polling only")
             return
-        self._token = anyio.lowlevel.current_token()
+        self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         try:
-            while True:
-                self._sync()
-                await anyio.sleep(_SYNC_INTERVAL)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._sync_loop)
+                while True:
+                    await anyio.wait_readable(self._efd)
+                    try:
+                        os.eventfd_read(self._efd)
+                    except BlockingIOError:
+                        continue  # another wake-up took it
+                    self._scan_marked()
         finally:
-            for waiter in list(self._waiters.values()):
+            waiters = list(self._waiters.values())
+            for waiter in waiters:
                 self._stop(waiter)
             self._waiters.clear()
+            waiters += self._retired
+            # The threads may still write to the eventfd: close it only once they ended
+            # (each sees its stop flag within _WAIT_TIMEOUT), never under a reused number.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(_join, [w.thread for w in waiters])
+            os.close(self._efd)
+            self._efd = -1
+
+    async def _sync_loop(self) -> None:
+        while True:
+            self._sync()
+            await anyio.sleep(_SYNC_INTERVAL)
+
+    def _scan_marked(self) -> None:
+        """In the loop: scan each service whose waiter woke, as the poller would."""
+        services = self.server._services
+        marked = self._marked
+        while marked:
+            waiter = marked.pop()  # pop and the threads' add are atomic under the GIL
+            handle = waiter.handle
+            if waiter.stop.is_set() or services.get(waiter.key) is not handle:
+                continue  # closed or deleted since: its vf may be unmapped
+            if not handle.tracking or handle.vf.change_seq == handle.last_seq:
+                continue
+            self.pokes += 1
+            try:
+                self.server._scan(handle)
+            except CommyError as exc:
+                log.warning("change scan of %s/%s failed: %s", *handle.key, exc)
 
     def _sync(self) -> None:
         services = self.server._services
@@ -88,6 +133,8 @@ class FutexWakeups:
             if handle is not waiter.handle or handle.vf is not waiter.vf or not handle.tracking:
                 del self._waiters[key]
                 self._stop(waiter)
+                self._retired.append(waiter)
+        self._retired = [w for w in self._retired if w.thread.is_alive()]
         for key, handle in list(services.items()):
             if key in self._waiters or not handle.tracking or handle.vf.path is None:
                 continue
@@ -101,8 +148,8 @@ class FutexWakeups:
 
     def _stop(self, waiter: _Waiter) -> None:
         waiter.stop.set()
-        # Not joined: the thread may be handing a wake-up to this very loop; it sees the
-        # flag within _WAIT_TIMEOUT and ends.
+        # Not joined here (that would block the loop): it sees the flag within
+        # _WAIT_TIMEOUT and ends; `run` joins whatever is left when the server stops.
         if waiter.registered:
             waiter.registered = False
             try:
@@ -131,22 +178,15 @@ class FutexWakeups:
                 # us too; it has already recorded them, so there is nothing to hand over.
                 if handle.last_seq & 0xFFFFFFFF == current:
                     continue
+                self._marked.add(waiter)
                 try:
-                    anyio.from_thread.run_sync(self._poke, waiter, token=self._token)
-                except anyio.RunFinishedError:
-                    return
+                    os.eventfd_write(self._efd, 1)
+                except OSError:
+                    return  # the loop is gone
         finally:
             futex.close()
 
-    def _poke(self, waiter: _Waiter) -> None:
-        """In the loop: scan the service now, as the poller would on its next tick."""
-        handle = waiter.handle
-        if waiter.stop.is_set() or self.server._services.get(waiter.key) is not handle:
-            return  # closed or deleted since: its vf may be unmapped
-        if not handle.tracking or handle.vf.change_seq == handle.last_seq:
-            return
-        self.pokes += 1
-        try:
-            self.server._scan(handle)
-        except CommyError as exc:
-            log.warning("change scan of %s/%s failed: %s", *handle.key, exc)
+
+def _join(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.join(1.0)
