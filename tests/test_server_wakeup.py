@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import anyio
 import pytest
 from serverkit import connect, make_config, running
@@ -74,3 +76,61 @@ def test_wakeup_is_validated(tmp_path):
 
     with pytest.raises(ConfigError, match="server.wakeup"):
         load_config(environ={"COMMY_SERVER_WAKEUP": "spin"})
+
+
+def _waiting_thread(path, bits):
+    """A thread that sleeps on ``path``'s futex with ``bits`` until stopped."""
+    import threading
+
+    from commy.futex import SeqFutex
+
+    stop = threading.Event()
+    f = SeqFutex(path)
+
+    def run():
+        while not stop.is_set():
+            f.wait(f.value, 60.0, bits)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return stop, t
+
+
+def _until_woken(f, bits):
+    """Wake with ``bits`` until one waiter woke (the thread is asleep by then)."""
+    for _ in range(10_000):
+        if f.wake(bits) == 1:
+            return
+        time.sleep(0.001)
+    raise AssertionError("the waiter never slept on the futex")
+
+
+def test_server_bit_waiter_skips_the_servers_own_wakes(tmp_path):
+    from commy.futex import MATCH_ANY, SERVER_BIT, SeqFutex
+
+    path = ff.create_service_file(tmp_path)
+    f = SeqFutex(path)
+    own = MATCH_ANY & ~SERVER_BIT  # what a server's own commits wake
+    stop, t = _waiting_thread(path, SERVER_BIT)
+    try:
+        _until_woken(f, MATCH_ANY)  # a local writer's plain wake reaches the server
+        _until_woken(f, SERVER_BIT)
+        # The thread is back asleep within microseconds: a wake that matched it would
+        # find it in one of these 200 tries. The server's own commits never do.
+        for _ in range(200):
+            assert f.wake(own) == 0
+            time.sleep(0.001)
+        stop.set()
+        _until_woken(f, SERVER_BIT)  # it was asleep all along
+    finally:
+        stop.set()
+        t.join(10)
+    # a plain waiter (a local reader) is woken by the server's commits
+    stop, t = _waiting_thread(path, MATCH_ANY)
+    try:
+        _until_woken(f, own)
+    finally:
+        stop.set()
+        f.wake()
+        t.join(10)
+        f.close()

@@ -32,6 +32,7 @@ import anyio
 
 from commy import fileformat as ff
 from commy.errors import CommyError
+from commy.futex import MATCH_ANY, SERVER_BIT
 
 if TYPE_CHECKING:
     from commy.server.core import Server, ServiceHandle
@@ -139,6 +140,10 @@ class FutexWakeups:
             if key in self._waiters or not handle.tracking or handle.vf.path is None:
                 continue
             waiter = _Waiter(self, handle)
+            # The server's own commits (WriteVariable, changes from other nodes) are
+            # recorded as they happen: they wake local readers, not our waiter. Without
+            # this every applied change would wake a server thread for nothing.
+            handle.vf.set_futex_wake_bits(MATCH_ANY & ~SERVER_BIT)
             # Writers only make the FUTEX_WAKE call when the waiters counter is non-zero.
             waiter.registered = handle.vf.adjust_listener_count(ff.OFF_WAITERS, +1)
             if not waiter.registered:
@@ -167,15 +172,17 @@ class FutexWakeups:
             return
         handle = waiter.handle
         try:
-            last = futex.value
+            # From what the server has recorded, not from the word's current value: a
+            # commit between registering and this line must be handed over too.
+            last = handle.last_seq & 0xFFFFFFFF
             while not waiter.stop.is_set():
-                futex.wait(last, _WAIT_TIMEOUT)
+                futex.wait(last, _WAIT_TIMEOUT, SERVER_BIT)
                 current = futex.value
                 if current == last:
                     continue
                 last = current
-                # The server's own commits (WriteVariable, changes from other nodes) wake
-                # us too; it has already recorded them, so there is nothing to hand over.
+                # The server's own commits do not wake us (SERVER_BIT), but one that raced
+                # with a local writer's may already be recorded: nothing to hand over.
                 if handle.last_seq & 0xFFFFFFFF == current:
                     continue
                 self._marked.add(waiter)
