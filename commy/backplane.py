@@ -119,11 +119,13 @@ def apply_changes(
     service: str,
     values: Iterable[tuple[str, str, Any]],
     directory: Iterable[tuple[str, str, bool]] = (),
+    removed: Iterable[str] = (),
 ) -> list[str]:
     """Apply changes made on another node to this node's file; returns the changed names.
 
     ``values``: ``(name, type spec, decoded value)``; ``directory``: variables that must
-    exist, ``(name, type spec, persistent)``. Missing variables are allocated. Local
+    exist, ``(name, type spec, persistent)``; ``removed``: variables deallocated there
+    (gone here too, if present). Missing variables are allocated. Local
     changes not yet published are published first, so applying a value from elsewhere
     never hides one made here; what changed is then announced to local mmap readers (the
     file's own commit protocol) and to the server's sinks with origin ``"backplane"``.
@@ -136,6 +138,9 @@ def apply_changes(
     layout = vf.layout_generation
     changed: list[str] = []
     with vf.batch():  # local readers are woken once for the whole entry
+        for name in removed:
+            if name in vf:
+                vf.deallocate(name)
         for name, spec, persistent in directory:
             if name not in vf:
                 vf.allocate(name, spec, persistent=persistent)

@@ -65,6 +65,10 @@ class ServerConfig:
     authenticators: list[str] = attrs.field(factory=lambda: ["api_key"])
     #: how often subscribed services are checked for changes by local mmap writers (s)
     poll_interval: float = 0.002
+    #: how the server notices local mmap writes: ``"poll"`` (every poll_interval) or
+    #: ``"futex"`` (a thread per tracked service sleeps on the file's futex: sub-ms,
+    #: at one FUTEX_WAKE call per local write; the poller stays as the backstop)
+    wakeup: str = attrs.field(default="poll", validator=_one_of("poll", "futex"))
     #: a push that cannot be delivered for this long disconnects the slow client (s)
     push_timeout: float = 10.0
     max_message_size: int = 1 << 20

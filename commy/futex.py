@@ -14,6 +14,7 @@ import errno
 import mmap
 import os
 import platform
+import time
 
 from commy import fileformat as ff
 from commy.errors import WatcherError
@@ -22,7 +23,14 @@ from commy.hookspecs import hookimpl
 _SYS_FUTEX = {"x86_64": 202, "aarch64": 98}.get(platform.machine())
 _FUTEX_WAIT = 0
 _FUTEX_WAKE = 1
+_FUTEX_WAIT_BITSET = 9
+_FUTEX_WAKE_BITSET = 10
 _INT_MAX = 0x7FFFFFFF
+#: a waiter with this bitset (plain FUTEX_WAIT) is woken by every wake
+MATCH_ANY = 0xFFFFFFFF
+#: the bit a commy server's own waiter sleeps on (`commy.server.wakeup`); the server's
+#: own commits wake every waiter but it (``MATCH_ANY & ~SERVER_BIT``)
+SERVER_BIT = 0x2
 
 
 class _Timespec(ctypes.Structure):
@@ -59,24 +67,39 @@ class SeqFutex:
     def value(self) -> int:
         return self._word.value
 
-    def wait(self, expected: int, timeout: float) -> int:
-        """Sleep while the word equals ``expected`` (≤ ``timeout`` s); the word afterwards."""
+    def wait(self, expected: int, timeout: float, bits: int = MATCH_ANY) -> int:
+        """Sleep while the word equals ``expected`` (≤ ``timeout`` s); the word afterwards.
+
+        ``bits``: only wakes whose bitset shares a bit with it end the sleep (a plain
+        wake matches every bit).
+        """
         word = self._word
         now = word.value
         if now != expected:
             return now
-        ts = _Timespec(int(timeout), int((timeout % 1) * 1e9))
-        res = _syscall(_SYS_FUTEX, ctypes.c_void_p(self._addr), _FUTEX_WAIT, ctypes.c_uint32(expected),
-                       ctypes.byref(ts), None, 0)
+        if bits == MATCH_ANY:
+            ts = _Timespec(int(timeout), int((timeout % 1) * 1e9))
+            res = _syscall(_SYS_FUTEX, ctypes.c_void_p(self._addr), _FUTEX_WAIT, ctypes.c_uint32(expected),
+                           ctypes.byref(ts), None, 0)
+        else:
+            # FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline.
+            deadline = time.monotonic() + timeout
+            ts = _Timespec(int(deadline), int((deadline % 1) * 1e9))
+            res = _syscall(_SYS_FUTEX, ctypes.c_void_p(self._addr), _FUTEX_WAIT_BITSET,
+                           ctypes.c_uint32(expected), ctypes.byref(ts), None, ctypes.c_uint32(bits))
         if res == -1:
             err = ctypes.get_errno()
             if err not in (errno.EAGAIN, errno.ETIMEDOUT, errno.EINTR):
                 raise WatcherError(f"futex wait failed: {os.strerror(err)}")
         return word.value
 
-    def wake(self) -> int:
-        """Wake every process waiting on the word; returns how many woke."""
-        return int(_syscall(_SYS_FUTEX, ctypes.c_void_p(self._addr), _FUTEX_WAKE, _INT_MAX, None, None, 0))
+    def wake(self, bits: int = MATCH_ANY) -> int:
+        """Wake every process waiting on the word (with ``bits``: only the waiters whose
+        bitset shares a bit with it); returns how many woke."""
+        if bits == MATCH_ANY:
+            return int(_syscall(_SYS_FUTEX, ctypes.c_void_p(self._addr), _FUTEX_WAKE, _INT_MAX, None, None, 0))
+        return int(_syscall(_SYS_FUTEX, ctypes.c_void_p(self._addr), _FUTEX_WAKE_BITSET, _INT_MAX, None, None,
+                            ctypes.c_uint32(bits)))
 
     def close(self) -> None:
         if self._map is not None:

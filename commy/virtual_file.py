@@ -57,6 +57,8 @@ _SEQ_INDEX = ff.OFF_CHANGE_SEQ // 8
 _LISTEN_INDEX = ff.OFF_LISTENERS // 8
 _LAYOUT_INDEX = ff.OFF_LAYOUT_GEN // 8
 _DOORBELL = b"\x01"
+#: a futex wake with this bitset reaches every waiter (commy.futex.MATCH_ANY)
+_FUTEX_MATCH_ANY = 0xFFFFFFFF
 
 
 @attrs.frozen
@@ -92,6 +94,7 @@ class VirtualServiceFile:
         self._batch_depth = 0
         self._batch_dirty = False
         self._futex = None  # created on the first commit that has futex waiters
+        self._futex_wake_bits = _FUTEX_MATCH_ANY  # see set_futex_wake_bits
         self._watcher = None
         self._hub = None
         self._load()
@@ -336,9 +339,27 @@ class VirtualServiceFile:
             path = self.path
             if path is None or self._readonly:
                 return
-            # Resolved on the first commit that has waiters; later wakes are one call.
-            futex = self._futex = default_waiter().open(path)
-        futex.wake()
+            if self._futex_wake_bits == _FUTEX_MATCH_ANY:
+                # Resolved on the first commit that has waiters; later wakes are one call.
+                futex = default_waiter().open(path)
+            else:
+                from commy.futex import SeqFutex  # bitset wakes: the built-in ctypes waiter
+
+                futex = SeqFutex(path)
+            self._futex = futex
+        if self._futex_wake_bits == _FUTEX_MATCH_ANY:
+            futex.wake()
+        else:
+            futex.wake(self._futex_wake_bits)
+
+    def set_futex_wake_bits(self, bits: int) -> None:
+        """Wake only futex waiters whose bitset shares a bit with ``bits`` on this
+        mapping's commits (`commy.futex`): a server clears its own waiter's bit so that
+        its own commits do not wake it. Plain waiters (local readers) match every bit."""
+        self._futex_wake_bits = bits
+        if self._futex is not None:
+            self._futex.close()
+            self._futex = None
 
     def ring_doorbell(self) -> None:
         """Raise a file event: a one-byte pwrite (stores through a mapping raise none)."""

@@ -160,6 +160,33 @@ async def test_redis_restart_loses_no_acknowledged_write(cluster):
     assert all(json.loads(latest[f"w{i}".encode()])[1] == i + 1 for i in acked)
 
 
+async def test_deallocation_reaches_every_node(cluster):
+    await _make_service(cluster, "shrink", {"keep": "i64", "gone": "i64"})
+    async with _connect(cluster, "B", "local") as cb, _connect(cluster, "C", "local") as cc, \
+            _connect(cluster, "A", "remote") as ca:
+        vb = await cb.get_virtual_service_file("shrink")
+        vc = await cc.get_virtual_service_file("shrink")
+        await ca.write_variable("shrink", "gone", 7)
+        for vf, node in ((vb, "B"), (vc, "C")):
+            await _wait_for(lambda vf=vf: "gone" in vf and vf.read("gone") == 7, 10, f"node {node} to hold 'gone'")
+        await ca.deallocate_variable("shrink", "gone")  # an admin on node A
+        for vf, node in ((vb, "B"), (vc, "C")):
+            await _wait_for(lambda vf=vf: "gone" not in vf.names(), 10, f"node {node} to drop 'gone'")
+        # the service still works everywhere, and the removal is not undone
+        await ca.write_variable("shrink", "keep", 3)
+        for vf, node in ((vb, "B"), (vc, "C")):
+            await _wait_for(lambda vf=vf: vf.read("keep") == 3, 10, f"node {node} to hold 'keep'")
+            assert "gone" not in vf.names()
+        vb.close()
+        vc.close()
+    import redis
+
+    r = redis.Redis(port=cluster.redis.port)
+    latest = r.hgetall(f"commy:{{{TENANT}/shrink}}:latest")
+    r.close()
+    assert b"keep" in latest and b"gone" not in latest  # a node joining later does not re-create it
+
+
 def test_backplane_plugins_are_discovered_and_redis_refuses_trio(tmp_path):
     from commy.config import BackplaneConfig, Config, ServerConfig
     from commy.errors import PluginError

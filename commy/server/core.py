@@ -356,6 +356,10 @@ class Server(AdminOps):
         async with anyio.create_task_group() as tg:
             await tg.start(self.backplane.run)
             tg.start_soon(self._poll_loop)
+            if cfg.wakeup == "futex":
+                from commy.server.wakeup import FutexWakeups
+
+                tg.start_soon(FutexWakeups(self).run)
             tg.start_soon(self._access_loop)
             url = await tg.start(partial(transport.serve, self.handle, options))
             log.info("commy server listening on %s", url)

@@ -53,10 +53,15 @@ log = logging.getLogger(__name__)
 _PUBLISH = """
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'n', ARGV[2], 's', ARGV[3], 'p', ARGV[4])
 local nset = tonumber(ARGV[5])
-local i = 6
+local ndel = tonumber(ARGV[6])
+local i = 7
 for _ = 1, nset do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
   i = i + 2
+end
+for _ = 1, ndel do
+  redis.call('HDEL', KEYS[2], ARGV[i])
+  i = i + 1
 end
 while i <= #ARGV do
   redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1])
@@ -113,6 +118,9 @@ class RedisBackplane(Backplane):
         #: (service, node) → highest entry counter applied: a retried publish may repeat
         self._seen: dict[tuple[Key, str], int] = {}
         self._layouts: dict[Key, int] = {}
+        #: variable names of each followed service at its last layout seen here: a name
+        #: that disappears was deallocated on this node and is announced as removed
+        self._dirs: dict[Key, set[str]] = {}
         self._ctl = f"{self.prefix}:{{meta}}:ctl"
         self._ctl_pos = "$"
         #: for tests and the bench: entries published / applied, Redis outages seen
@@ -176,6 +184,7 @@ class RedisBackplane(Backplane):
         if not handle.tracking:
             handle.start_tracking()  # local mmap writers' changes must reach the stream
         self._layouts[key] = handle.vf.layout_generation
+        self._dirs[key] = set(handle.vf.names())
         try:
             data = self._sync.hgetall(self._latest_key(key))
         except redis.RedisError as exc:
@@ -192,6 +201,7 @@ class RedisBackplane(Backplane):
         for key in keys:
             self._follow.pop(key, None)
             self._layouts.pop(key, None)
+            self._dirs.pop(key, None)
         try:
             if service is not None:
                 self._sync.delete(self._log_key((tenant, service)))
@@ -257,9 +267,16 @@ class RedisBackplane(Backplane):
 
     # ------------------------------------------------------------------ publishing
     def _on_event(self, event: Any) -> None:
-        if event.origin == ORIGIN_BACKPLANE:
-            return  # it came from the stream: publishing it again would echo forever
         key = (event.tenant, event.service)
+        if event.origin == ORIGIN_BACKPLANE:
+            # It came from the stream: publishing it again would echo forever. Its layout
+            # (variables allocated or removed elsewhere) is now this node's too.
+            if self._layouts.get(key) != event.layout:
+                handle = hosted(self._server, *key)
+                if handle is not None:
+                    self._layouts[key] = event.layout
+                    self._dirs[key] = set(handle.vf.names())
+            return
         seq = next(self._counter)
         values = []
         hset: list[str] = []
@@ -270,6 +287,7 @@ class RedisBackplane(Backplane):
             self._pending[(key, v.name)] = seq
         payload: dict[str, Any] = {"v": values}
         hsetnx: list[str] = []
+        removed: list[str] = []
         if self._layouts.get(key) != event.layout:
             self._layouts[key] = event.layout
             handle = hosted(self._server, *key)
@@ -278,9 +296,18 @@ class RedisBackplane(Backplane):
                 payload["d"] = [[n, i.type, i.persistent] for n, i in infos.items()]
                 for n, i in infos.items():
                     hsetnx += [n, json.dumps([i.type, None])]
+                previous = self._dirs.get(key)
+                self._dirs[key] = set(infos)
+                if previous:
+                    removed = sorted(previous - set(infos))
+                    if removed:
+                        payload["x"] = removed
+                        for n in removed:
+                            self._pending.pop((key, n), None)
         if not values and "d" not in payload:
             return
-        args = [self.maxlen, self.node, seq, json.dumps(payload, separators=(",", ":")), len(values), *hset, *hsetnx]
+        args = [self.maxlen, self.node, seq, json.dumps(payload, separators=(",", ":")), len(values), len(removed),
+                *hset, *removed, *hsetnx]
         self._queue.append(_Entry(key, seq, [v.name for v in event.variables], args))
         if len(self._queue) > MAX_QUEUE:
             dropped = self._queue.popleft()
@@ -412,8 +439,9 @@ class RedisBackplane(Backplane):
                 continue
             values.append((name, spec, value_from_wire(parse_type(spec), name, wire)))
         directory = [tuple(d) for d in payload.get("d", ())]
-        if values or directory:
-            apply_changes(self._server, key[0], key[1], values, directory)
+        removed = [] if own else payload.get("x", [])
+        if values or directory or removed:
+            apply_changes(self._server, key[0], key[1], values, directory, removed)
         self.stats["applied"] += 1
 
     def _apply_snapshot(self, key: Key, data: dict[bytes, bytes]) -> str:
@@ -444,6 +472,7 @@ class RedisBackplane(Backplane):
         for key in [k for k in self._follow if k[0] == tenant and (service is None or k[1] == service)]:
             self._follow.pop(key, None)
             self._layouts.pop(key, None)
+            self._dirs.pop(key, None)
         drop_local_service(self._server, tenant, service)
 
 
