@@ -231,3 +231,11 @@ async def test_garbage_never_breaks_the_connection(config):
         assert codes <= {"INVALID_REQUEST", "UNAUTHORIZED", "LIMIT_EXCEEDED"}
         assert (await raw.ask("Heartbeat"))["type"] == "Heartbeat"
         await raw.conn.aclose()
+
+
+def test_key_ids_never_start_like_a_command_line_option() -> None:
+    from commy.auth.api_key import generate_key, key_id_of
+
+    for _ in range(2000):  # ~1 in 32 tokens starts with "-" or "_": all are redrawn
+        key, key_id, _digest = generate_key()
+        assert key_id == key_id_of(key) and key_id[0].isalnum()

@@ -23,6 +23,10 @@ KEY_PATTERN = re.compile(r"^commy_[A-Za-z0-9_-]{43}$")
 def generate_key() -> tuple[str, str, bytes]:
     """A new key: ``(key, key_id, sha256)``; only the last two are ever stored."""
     token = secrets.token_urlsafe(32)  # 32 random bytes → 43 url-safe characters
+    # The key id (the token's first characters) is typed on command lines: one that
+    # starts with "-" would be read as an option (`commy keys revoke -x...`).
+    while not token[0].isalnum():
+        token = secrets.token_urlsafe(32)
     key = PREFIX + token
     return key, key_id_of(key), hash_key(key)
 
