@@ -66,8 +66,6 @@ RECONNECT_MIN_DELAY = 0.05
 RECONNECT_MAX_DELAY = 2.0
 #: longest a close may take before the connection is just dropped
 CLOSE_TIMEOUT = 5.0
-#: parsed variable types by spec string (parsing costs more than a round trip's decode)
-_SPEC_CACHE: dict[str, VarType] = {}
 
 
 @attrs.frozen
@@ -859,12 +857,7 @@ class Client:
 
     async def read_variable(self, service: str, name: str, *, tenant: str | None = None) -> Any:
         reply = await self.request("ReadVariable", tenant=self._t(tenant), service=service, name=name)
-        spec = reply["var_type"]
-        vt = _SPEC_CACHE.get(spec)
-        if vt is None:
-            vt = parse_type(spec)
-            if len(_SPEC_CACHE) < 1024:  # specs come from the server: keep the cache bounded
-                _SPEC_CACHE[spec] = vt
+        vt = parse_type(reply["var_type"])
         return protocol.value_from_wire(vt, name, reply["value"])
 
     async def write_variable(self, service: str, name: str, value: Any, *, tenant: str | None = None) -> int:

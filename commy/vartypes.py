@@ -106,10 +106,26 @@ def round_up8(n: int) -> int:
     return (n + 7) & ~7
 
 
+#: parsed specs (VarType is immutable); parsing runs per pushed variable and per reply
+_PARSED: dict[str, VarType] = {}
+_PARSED_MAX = 4096
+
+
 def parse_type(spec: str | VarType) -> VarType:
     """Parse ``"i64"``, ``"f64[8]"``, ``"str[32]"``; raises InvalidRequest on nonsense."""
     if isinstance(spec, VarType):
         return spec
+    if type(spec) is str:
+        parsed = _PARSED.get(spec)
+        if parsed is None:
+            parsed = _parse(spec)
+            if len(_PARSED) < _PARSED_MAX:  # specs may come from peers: stay bounded
+                _PARSED[spec] = parsed
+        return parsed
+    return _parse(spec)
+
+
+def _parse(spec: object) -> VarType:
     if not isinstance(spec, str):
         raise InvalidRequest(f"variable type must be a string like 'i64' or 'str[32]', got {spec!r}")
     m = _SPEC.match(spec.lower())

@@ -240,7 +240,9 @@ def _split_push(p: _Pending) -> list[dict[str, Any]]:
     size = 0
     for v in p.variables.values():
         wire = v.to_wire()
-        n = len(protocol.encode(wire))
+        value = v.value
+        # Numbers and bools encode to well under 128 bytes: measure only what can be big.
+        n = 128 if isinstance(value, int | float) else len(protocol.encode(wire))
         if current and size + n > limit:
             out.append({**base, "variables": current})
             current, size = [], 0
