@@ -147,8 +147,8 @@ async def _write_stamps(url: str, key: str, ca: str, root: str, samples: int, ga
                 say(f"bench events: remote {i}/{samples}")
 
 
-def remote_event_latency(samples: int, say: Any = None) -> dict[str, Any]:
-    """p50/p99 µs from a remote write to the remote subscriber's event."""
+def remote_event_latency(samples: int, say: Any = None, gap_s: float = 0.003) -> dict[str, Any]:
+    """p50/p99 µs from a remote write to the remote subscriber's event, ``gap_s`` apart."""
     from commy.bench.remote import _backend_options
 
     say = say or (lambda _m: None)
@@ -157,7 +157,7 @@ def remote_event_latency(samples: int, say: Any = None) -> dict[str, Any]:
         subs = srv.subscribers(1)
         try:
             anyio.run(
-                _write_stamps, srv.url, srv.key, srv.ca, srv.root, samples, 0.003, say,
+                _write_stamps, srv.url, srv.key, srv.ca, srv.root, samples, gap_s, say,
                 backend_options=_backend_options(),
             )
         finally:
