@@ -195,3 +195,20 @@ def test_a_coroutine_that_would_suspend_is_refused() -> None:
 
     with pytest.raises(InternalError):
         run_without_loop(needs_a_loop())
+
+
+@pytest.mark.anyio
+async def test_flush_waits_for_queued_mirror_writes(server) -> None:
+    """`Client.flush()` (async API) returns once the server applied the mirror's writes."""
+    config = Config(client=ClientConfig(timeout=20.0))
+    async with commy.connect(
+        server.url, tenant="direct", api_key=server.admin_key, ssl_context=server.ssl_context(),
+        config=config, locality="remote",
+    ) as c:
+        vf = await c.get_virtual_service_file("svc")
+        for i in range(50):
+            vf.write("label", f"v{i}")
+        await c.flush()
+        assert await c.read_variable("svc", "label") == "v49"
+        assert c.write_errors == []
+        vf.close()
