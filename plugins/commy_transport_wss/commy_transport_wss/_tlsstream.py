@@ -68,6 +68,10 @@ class TLSOverStream:
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         ssl_object = self.ssl_object
+        if not self._in.pending and not ssl_object.pending():
+            # Nothing buffered on either side of OpenSSL: a read could only fail with
+            # "want read" (an exception per message); go to the socket first.
+            await self._fill()
         while True:
             try:
                 data = ssl_object.read(max_bytes)
