@@ -1044,7 +1044,9 @@ async def connect(
     name = transport or _transport_name(url, cfg)
     if ssl_context is None:
         ssl_context = client_ssl_context(cfg)
-    options = ClientOptions(ssl_context=ssl_context, connect_timeout=cfg.client.timeout)
+    options = ClientOptions(
+        ssl_context=ssl_context, connect_timeout=cfg.client.timeout, spin_us=cfg.client.spin_us
+    )
     # No timeout scope around this: a transport may enter a task group in connect() that
     # outlives it (httpx-ws does); the transport bounds the connect by connect_timeout.
     transport_obj = plugins.transports.get(name)()

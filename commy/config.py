@@ -27,6 +27,14 @@ def _one_of(*choices: str):
     return check
 
 
+def _between(low: float, high: float):
+    def check(inst, attribute, value):
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low:g} and {high:g}")
+
+    return check
+
+
 @attrs.define
 class KernelConfig:
     name: str | None = None
@@ -50,6 +58,10 @@ class ClientConfig:
     #: the blocking client (connect_sync) sends plain requests on a blocking connection
     #: of its own when the transport offers one (one more connection per client)
     blocking_requests: bool = True
+    #: the blocking client polls for each answer this long (µs) before it sleeps in
+    #: ``recv``: lower latency where waking a sleeping thread is slow (VMs), at the
+    #: price of a busy core while it waits; 0 (default): sleep at once
+    spin_us: float = attrs.field(default=0.0, validator=_between(0, 10_000))
 
 
 @attrs.define

@@ -55,6 +55,20 @@ def test_switched_off_by_config(server) -> None:
         assert c.read_variable("svc", "n") == 6
 
 
+def test_polling_for_answers_gives_the_same_answers(server) -> None:
+    """``client.spin_us``: the blocking connection polls before it sleeps; the answers,
+    errors and pairing of replies to requests are unchanged."""
+    with _connect(server, spin_us=300) as c:
+        conn = c._direct._connection()
+        assert conn._spin == pytest.approx(300e-6)
+        for i in range(200):
+            c.write_variable("svc", "n", i)
+            assert c.read_variable("svc", "n") == i
+        with pytest.raises(VariableNotFound):
+            c.read_variable("svc", "missing")
+        assert len(c.read_service("svc")) > 0
+
+
 def test_a_thread_reads_its_own_mirror_writes(server) -> None:
     """Mirror writes travel on the event loop's connection, direct requests on another:
     a direct request first waits until the server applied this thread's mirror writes."""

@@ -100,6 +100,23 @@ def test_mask_round_trip() -> None:
         assert masked == bytes(b ^ key[i % 4] for i, b in enumerate(data))
 
 
+def test_masking_keys_are_random_and_not_shared_with_a_forked_child() -> None:
+    keys = [_frames._mask_keys.next() for _ in range(3000)]  # spans several batches
+    assert all(len(k) == 4 for k in keys)
+    assert len(set(keys)) > 2990  # 4 random bytes: a handful of collisions at most
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child draws its own keys, not the parent's next ones
+        os.write(write, b"".join(_frames._mask_keys.next() for _ in range(8)))
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64)
+    os.close(read)
+    os.close(write)
+    parent = b"".join(_frames._mask_keys.next() for _ in range(8))
+    assert len(child) == 32 and child != parent
+
+
 def test_decoder_fragments_control_frames_and_chunked_feeding() -> None:
     dec = Decoder(expect_masked=True, max_message_size=1 << 20)
     text = ("héllo " * 5000).encode()

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import attrs
 
 Progress = Callable[[str], None] | None
 
@@ -39,6 +40,10 @@ SERVICE = "bench"
 VARIABLE = "x"
 #: a typical small protocol message, for the transport-only echo
 ECHO_MESSAGE = '{"type":"ReadVariable","id":1,"v":1,"tenant":"bench","service":"bench","name":"x"}'
+
+
+#: the blocking client's polling window in the side-by-side run with ``client.spin_us``
+SPIN_US = 200.0
 
 
 def _backend_options() -> dict[str, Any]:
@@ -395,6 +400,9 @@ def run_remote_bench(progress: Progress = None, n: int = 2000) -> dict[str, Any]
                 clients[transport] = result
             say(f"blocking client (connect_sync): {n} reads + {n} writes")
             clients["sync"] = _measure_sync(url, key, ctx, config, n, proc.pid)
+            say(f"blocking client polling {SPIN_US:g} µs for answers (client.spin_us)")
+            spin_config = attrs.evolve(config, client=attrs.evolve(config.client, spin_us=SPIN_US))
+            clients["sync_spin"] = _measure_sync(url, key, ctx, spin_config, n, proc.pid)
             say("wss-lean client on plain asyncio and on trio")
             loops = {}
             for backend, options in (("asyncio", {}), ("trio", {})):
@@ -409,9 +417,14 @@ def run_remote_bench(progress: Progress = None, n: int = 2000) -> dict[str, Any]
         say("redis-py against redis-server")
         redis_result = _redis_bench(n, certs)
 
-    best = min(clients, key=lambda t: clients[t]["read_rtt_us_p50"] + clients[t]["write_rtt_us_p50"])
+    # The headline is the fastest client with default settings; the polling one is
+    # reported beside it (it buys latency with a busy core).
+    best = min(
+        (t for t in clients if t != "sync_spin"),
+        key=lambda t: clients[t]["read_rtt_us_p50"] + clients[t]["write_rtt_us_p50"],
+    )
     best_async = min(
-        (t for t in clients if t != "sync"),
+        (t for t in clients if not t.startswith("sync")),
         key=lambda t: clients[t]["read_rtt_us_p50"] + clients[t]["write_rtt_us_p50"],
     )
     out: dict[str, Any] = {
@@ -427,6 +440,9 @@ def run_remote_bench(progress: Progress = None, n: int = 2000) -> dict[str, Any]
         "async_client": best_async,
         "async_read_rtt_us_p50": clients[best_async]["read_rtt_us_p50"],
         "async_write_rtt_us_p50": clients[best_async]["write_rtt_us_p50"],
+        "spin_us": SPIN_US,
+        "read_rtt_us_p50_spin": clients["sync_spin"]["read_rtt_us_p50"],
+        "write_rtt_us_p50_spin": clients["sync_spin"]["write_rtt_us_p50"],
         **redis_result,
     }
     if redis_result["redis_get_rtt_us_p50"]:
@@ -435,5 +451,11 @@ def run_remote_bench(progress: Progress = None, n: int = 2000) -> dict[str, Any]
         )
         out["ratio_write_over_redis_set"] = round(
             out["write_rtt_us_p50"] / redis_result["redis_set_rtt_us_p50"], 2
+        )
+        out["ratio_read_spin_over_redis_get"] = round(
+            out["read_rtt_us_p50_spin"] / redis_result["redis_get_rtt_us_p50"], 2
+        )
+        out["ratio_write_spin_over_redis_set"] = round(
+            out["write_rtt_us_p50_spin"] / redis_result["redis_set_rtt_us_p50"], 2
         )
     return out

@@ -35,6 +35,8 @@ class ClientOptions:
     ssl_context: ssl.SSLContext | None = None
     connect_timeout: float = 10.0
     max_message_size: int = 1 << 20
+    #: a blocking connection may poll this long for an answer before it sleeps (µs)
+    spin_us: float = 0.0
     extra: dict[str, Any] = attrs.field(factory=dict)
 
 

@@ -34,7 +34,7 @@ from commy_transport_wss._frames import (
 )
 
 #: read size: large enough that a 1 MiB message needs few trips through the TLS layer
-READ_SIZE = 1 << 18
+READ_SIZE = 1 << 16
 #: how long a polite close (close frame, then TCP close) may take before we just drop it
 CLOSE_TIMEOUT = 2.0
 #: after closing for a protocol violation: how long / how much of the peer's remaining

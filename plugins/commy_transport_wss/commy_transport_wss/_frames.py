@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 
 OP_CONT = 0x0
 OP_TEXT = 0x1
@@ -54,6 +55,35 @@ def mask(payload: bytes | bytearray | memoryview, key: bytes) -> bytes:
     )
 
 
+class _MaskKeys:
+    """Masking keys from the OS's random source, drawn 1,024 at a time: one ``getrandom``
+    call per message was a syscall on every client send."""
+
+    _BATCH = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool = b""
+        self._pos = 0
+        # A forked child must not reuse the keys its parent will use.
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._pool, self._pos = b"", 0
+
+    def next(self) -> bytes:
+        with self._lock:
+            pos = self._pos
+            if pos >= len(self._pool):
+                self._pool, pos = os.urandom(self._BATCH), 0
+            self._pos = pos + 4
+            return self._pool[pos : pos + 4]
+
+
+_mask_keys = _MaskKeys()
+
+
 def _header(first: int, length: int, masked: bool) -> bytes:
     bit = 0x80 if masked else 0
     if length < 126:
@@ -68,7 +98,7 @@ def encode_frame(opcode: int, payload: bytes, *, masked: bool, fin: bool = True)
     a frame split over two writes stalls ~44 ms on delayed ACKs)."""
     first = (0x80 if fin else 0) | opcode
     if masked:
-        key = os.urandom(4)
+        key = _mask_keys.next()
         return _header(first, len(payload), True) + key + mask(payload, key)
     return _header(first, len(payload), False) + payload
 

@@ -24,7 +24,7 @@ import anyio
 from anyio.abc import ByteStream
 
 #: how much one read of the socket stream may return
-_CHUNK = 1 << 18
+_CHUNK = 1 << 16
 
 
 class TLSOverStream:
