@@ -9,6 +9,8 @@ import time
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from commy.errors import Timeout
 from commy.events import EventHub, FileChangeEvent
@@ -166,6 +168,41 @@ def test_hub_never_drops_when_full():
     assert [e.variables for e in events[:2]] == [("x0",), ("x1",)]
     assert events[2].variables == tuple(f"x{i}" for i in range(2, 10))
     assert (events[2].old_seq, events[2].new_seq) == (2, 10)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    max_pending=st.integers(1, 4),
+    ops=st.lists(st.one_of(st.integers(0, 5), st.just("get"), st.just("wait")), max_size=60),
+)
+def test_hub_full_queue_reads_tile_the_sequence_and_name_every_change(max_pending, ops):
+    """Publishing into a full queue, interleaved with reads: what is read tiles the
+    sequence numbers without a gap or overlap and names every published variable."""
+    hub = EventHub(max_pending=max_pending)
+    seq, published, read = 0, [], []
+    for op in ops:
+        if op == "get":
+            ev = hub.try_get()
+            if ev is not None:
+                read.append(ev)
+        elif op == "wait":
+            if hub._queue:
+                read.append(hub.wait(timeout=0))
+        else:
+            name = f"v{op}"
+            hub.publish(FileChangeEvent("s", (name,), seq, seq + 1))
+            published.append((seq, name))
+            seq += 1
+    while (ev := hub.try_get()) is not None:
+        read.append(ev)
+    assert len(hub._queue) == 0 and hub._overflow is None
+    expected = 0
+    for ev in read:
+        assert ev.old_seq == expected
+        assert ev.new_seq > ev.old_seq
+        assert set(ev.variables) == {name for s, name in published if ev.old_seq <= s < ev.new_seq}
+        expected = ev.new_seq
+    assert expected == seq
 
 
 def test_detect_moved_names_committed_writes_and_leaves_raw_stores_to_the_diff(tmp_path):
