@@ -47,6 +47,71 @@ def _watch_child(path: str, wakeup: str, ready, done, out) -> None:
     out.put((lat, stats))
 
 
+def _floor_child(path: str, ready, done, out) -> None:
+    """The fast path's floor: a thread asleep in the same futex waiter, stamping the time
+    it wakes and nothing else (no diff, no event, no callback)."""
+    import threading
+
+    from commy import fileformat as ff
+    from commy.virtual_file import VirtualServiceFile
+    from commy.waiters import default_waiter
+
+    vf = VirtualServiceFile.open(path, readonly=True)
+    vf.adjust_listener_count(ff.OFF_WAITERS, +1)  # so that writers issue the wake
+    waiter = default_waiter().open(path)
+    woke: list[tuple[int, int]] = []  # (wake time, sequence word)
+    perf = time.perf_counter_ns
+
+    def loop() -> None:
+        last = waiter.value
+        ready.set()
+        while not done.is_set():
+            now_word = waiter.wait(last, 0.05)
+            if now_word != last:
+                woke.append((perf(), now_word))
+                last = now_word
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    thread.join(130)
+    # Stamps are read after the run: the measured wake did nothing but note the time.
+    out.put([t for t, _word in woke])
+    vf.adjust_listener_count(ff.OFF_WAITERS, -1)
+    waiter.close()
+    vf.close()
+
+
+def _floor_latency(path: str, samples: int, gap_s: float) -> dict:
+    """Writer stamps, then writes; the floor child notes when it woke: µs between."""
+    from commy.virtual_file import VirtualServiceFile
+
+    ready, done, out = ctx.Event(), ctx.Event(), ctx.Queue()
+    child = ctx.Process(target=_floor_child, args=(path, ready, done, out))
+    child.start()
+    ready.wait(30)
+    time.sleep(0.2)
+    stamps = []
+    with VirtualServiceFile.open(path) as vf:
+        for i in range(samples):
+            stamps.append(time.perf_counter_ns())
+            vf.write("t", i)
+            time.sleep(gap_s)
+    done.set()
+    woke = out.get(timeout=60)
+    child.join(10)
+    # Pair each wake with the latest write stamped before it (one write per gap).
+    lat, j = [], 0
+    for t in woke:
+        while j + 1 < len(stamps) and stamps[j + 1] <= t:
+            j += 1
+        if stamps[j] <= t:
+            lat.append((t - stamps[j]) / 1000)
+    lat = lat[3:]
+    if not lat:
+        return {"p50": None, "p99": None, "samples": 0}
+    return {"p50": round(_pct(lat, 0.5), 1), "p99": round(_pct(lat, 0.99), 1), "samples": len(lat)}
+
+
 def _latency(path: str, wakeup: str, samples: int, gap_s: float, say) -> dict:
     from commy.virtual_file import VirtualServiceFile
 
@@ -198,9 +263,14 @@ def run_events_bench(progress=None, samples: int = 300) -> dict:
         # ~3-5k updates/s keeps the watcher's core awake (FACTS: idle vCPUs are halted
         # and each cross-core wake costs ~50 us before any code runs).
         hot = _latency(path, "futex", samples * 3, 0.0002, say)
+        say("bench events: the fast path's floor (a bare futex wake, no commy code after it)")
+        floor = _floor_latency(path, samples, 0.003)
         out["local_event_us_p50"], out["local_event_us_p99"] = local["p50"], local["p99"]
         out["fast_event_us_p50"], out["fast_event_us_p99"] = fast["p50"], fast["p99"]
         out["fast_event_hot_us_p50"], out["fast_event_hot_us_p99"] = hot["p50"], hot["p99"]
+        # Same gap as fast_event_us: a Python thread woken from the same futex, doing
+        # nothing else. fast_event_us minus this is what commy's code costs.
+        out["fast_event_floor_us_p50"], out["fast_event_floor_us_p99"] = floor["p50"], floor["p99"]
         out["local_samples"], out["fast_samples"] = local["samples"], fast["samples"]
         from commy.waiters import default_waiter
 
