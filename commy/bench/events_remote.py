@@ -147,25 +147,52 @@ async def _write_stamps(url: str, key: str, ca: str, root: str, samples: int, ga
                 say(f"bench events: remote {i}/{samples}")
 
 
-def remote_event_latency(samples: int, say: Any = None, gap_s: float = 0.003) -> dict[str, Any]:
-    """p50/p99 µs from a remote write to the remote subscriber's event, ``gap_s`` apart."""
+def _write_stamps_blocking(url: str, key: str, ca: str, root: str, samples: int, gap_s: float, say: Any) -> None:
+    """The same writes from the blocking client (`connect_sync`): each from the calling
+    thread on its direct connection, as `commy bench remote`'s headline client."""
+    import commy
+
+    ctx = ssl.create_default_context(cafile=ca)
+    with commy.connect_sync(
+        url, tenant=TENANT, api_key=key, transport=TRANSPORT, ssl_context=ctx,
+        locality="remote", config=_config(root),
+    ) as c:
+        for i in range(samples):
+            c.write_variable(SERVICE, "t", time.perf_counter_ns())
+            time.sleep(gap_s)
+            if i % 100 == 0:
+                say(f"bench events: remote (blocking writer) {i}/{samples}")
+
+
+def remote_event_latency(
+    samples: int, say: Any = None, gap_s: float = 0.003, writers: tuple[str, ...] = ("blocking", "async")
+) -> dict[str, dict[str, Any]]:
+    """p50/p99 µs from a remote write to the remote subscriber's event, ``gap_s`` apart,
+    per writer client (``"blocking"``: `connect_sync`; ``"async"``: `connect`)."""
     from commy.bench.remote import _backend_options
 
     say = say or (lambda _m: None)
+    results: dict[str, dict[str, Any]] = {}
     with _Server() as srv:
         anyio.run(_setup, srv.url, srv.key, srv.ca, srv.root, 8, backend_options=_backend_options())
-        subs = srv.subscribers(1)
-        try:
-            anyio.run(
-                _write_stamps, srv.url, srv.key, srv.ca, srv.root, samples, gap_s, say,
-                backend_options=_backend_options(),
+        for writer in writers:
+            subs = srv.subscribers(1)
+            try:
+                if writer == "blocking":
+                    _write_stamps_blocking(srv.url, srv.key, srv.ca, srv.root, samples, gap_s, say)
+                else:
+                    anyio.run(
+                        _write_stamps, srv.url, srv.key, srv.ca, srv.root, samples, gap_s, say,
+                        backend_options=_backend_options(),
+                    )
+            finally:
+                ((lat, _events, _changes),) = _collect(subs)
+            lat = lat[3:]  # the first pushes include connection warm-up
+            results[writer] = (
+                {"p50": round(_pct(lat, 0.5), 1), "p99": round(_pct(lat, 0.99), 1), "samples": len(lat)}
+                if lat else {"p50": None, "p99": None, "samples": 0}
             )
-        finally:
-            ((lat, _events, _changes),) = _collect(subs)
-    lat = lat[3:]  # the first pushes include connection warm-up
-    if not lat:
-        return {"p50": None, "p99": None, "samples": 0}
-    return {"p50": round(_pct(lat, 0.5), 1), "p99": round(_pct(lat, 0.99), 1), "samples": len(lat)}
+    return results
 
 
 async def _write_burst(url: str, key: str, ca: str, root: str, variables: int, seconds: float) -> tuple[int, float]:
