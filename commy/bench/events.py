@@ -244,7 +244,7 @@ def _redis_responder(port: int, ready) -> None:
         r.set("pong", 1)
 
 
-def run_events_bench(progress=None, samples: int = 300) -> dict:
+def run_events_bench(progress=None, samples: int = 300, fanout_seconds: float = 2.0) -> dict:
     from commy.virtual_file import VirtualServiceFile
 
     say = progress or (lambda m: None)
@@ -294,7 +294,7 @@ def run_events_bench(progress=None, samples: int = 300) -> dict:
         except ImportError as exc:
             out["remote_event_us_p50"] = out["remote_event_us_p99"] = None
             out["remote_reason"] = f"remote path not available: {exc}"
-        fan = _fanout(fan_path, 8, 2.0, 1, say)
+        fan = _fanout(fan_path, 8, fanout_seconds, 1, say)
         out["fanout_events_per_s"] = fan["callbacks_per_s"]
         out["fanout_counts"] = (
             "FileChangeEvents delivered per second, summed over 8 subscriber processes "
@@ -306,14 +306,14 @@ def run_events_bench(progress=None, samples: int = 300) -> dict:
         out["fanout"] = fan
         # Beside it: the writer paced (~0.1 ms sleeps, ~3k commits/s), and 8 variables
         # per commit (events then name 8 variables each).
-        out["fanout_paced"] = _fanout(fan_path, 8, 2.0, 1, say, gap_s=0.0001)
-        out["fanout_8_variables"] = _fanout(fan_path, 8, 2.0, 8, say)
+        out["fanout_paced"] = _fanout(fan_path, 8, fanout_seconds, 1, say, gap_s=0.0001)
+        out["fanout_8_variables"] = _fanout(fan_path, 8, fanout_seconds, 8, say)
         try:
             from commy.bench.events_remote import remote_fanout
 
             # The same fan-out through the server to 8 remote subscribers (WSS/TLS),
             # reported beside the local one: the key above stays the local futex path.
-            out["fanout_remote"] = remote_fanout(8, 8, 2.0, say)
+            out["fanout_remote"] = remote_fanout(8, 8, fanout_seconds, say)
         except ImportError as exc:
             out["fanout_remote"] = {"reason": f"remote path not available: {exc}"}
     say("bench events: redis keyspace notifications")
