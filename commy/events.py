@@ -151,7 +151,7 @@ class EventHub:
                 log.exception("file change callback %r failed", callback)
         with self._lock:
             queue = self._queue
-            if len(queue) >= self.max_pending:
+            if queue and len(queue) >= self.max_pending:
                 # Never drop a change: it is folded into the newest queued event.
                 overflow = self._overflow
                 if overflow is None:

@@ -171,6 +171,7 @@ class BlockingFrameConnection:
         if self._lost is None:
             try:
                 self._sock.settimeout(1.0)
+                self._timeout = 1.0
                 self._sock.sendall(encode_close(code, reason, masked=True))
             except OSError:
                 pass
