@@ -57,6 +57,10 @@ _SEQ_INDEX = ff.OFF_CHANGE_SEQ // 8
 _LISTEN_INDEX = ff.OFF_LISTENERS // 8
 _LAYOUT_INDEX = ff.OFF_LAYOUT_GEN // 8
 _DOORBELL = b"\x01"
+#: update_shadow copies up to this many ranges of up to this many bytes in Python
+_SMALL_COPY_RANGES = 8
+_SMALL_COPY_BYTES = 4096
+
 #: a futex wake with this bitset reaches every waiter (commy.futex.MATCH_ANY)
 _FUTEX_MATCH_ANY = 0xFFFFFFFF
 
@@ -563,11 +567,23 @@ class VirtualServiceFile:
         """Copy ``ranges`` (default: every changed range) from the file into the shadow."""
         if ranges is None:
             ranges = self.changed_ranges()
-        assert self._shadow is not None
+        shadow = self._shadow
+        assert shadow is not None
         base = self._shadow_base
+        n = len(shadow)
+        if len(ranges) <= _SMALL_COPY_RANGES:
+            # A few small variables (a server commit names one or a few): slice copies
+            # cost less than the kernel call and its buffer wrapping (1.2 vs 3.4 µs here).
+            for s, e in ranges:
+                if not base <= s <= e <= base + n or e - s > _SMALL_COPY_BYTES:
+                    break
+            else:
+                mv = self._mv
+                for s, e in ranges:
+                    shadow[s - base : e - base] = mv[s:e]
+                return
         rel = [(s - base, e - base) for s, e in ranges]
-        n = len(self._shadow)
-        self._select_kernel().update_shadow(self._shadow, self._mv[base : base + n], rel)
+        self._select_kernel().update_shadow(shadow, self._mv[base : base + n], rel)
 
     def detect_changes(self) -> list[str]:
         """Changed variable names since the last call, and move the shadow forward."""

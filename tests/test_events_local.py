@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from commy.errors import Timeout
+from commy.errors import InvalidOffset, Timeout
 from commy.events import EventHub, FileChangeEvent
 from commy.virtual_file import VirtualServiceFile
 
@@ -203,6 +203,28 @@ def test_hub_full_queue_reads_tile_the_sequence_and_name_every_change(max_pendin
         assert set(ev.variables) == {name for s, name in published if ev.old_seq <= s < ev.new_seq}
         expected = ev.new_seq
     assert expected == seq
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 11), st.integers(-(2**63), 2**63 - 1)), min_size=1, max_size=12))
+def test_update_shadow_of_named_variables_matches_a_full_diff(tmp_path_factory, writes):
+    """The shadow moved by `update_shadow(ranges)` (small ranges: copied in Python; more:
+    by the kernel) ends equal to the file, so a full diff afterwards finds nothing."""
+    path = _make_service(tmp_path_factory.mktemp("shadow"))
+    with VirtualServiceFile.open(path) as writer, VirtualServiceFile.open(path, readonly=True) as watcher:
+        watcher.snapshot_shadow()
+        infos = writer.variables()
+        ints = [n for n in NAMES if writer.type_of(n).spec == "i64"]
+        names = [ints[i % len(ints)] for i, _ in writes]
+        for name, (_i, value) in zip(names, writes, strict=True):
+            writer.write(name, value)
+        ranges = [
+            (infos[n].offset, infos[n].offset + writer.type_of(n).storage_size) for n in dict.fromkeys(names)
+        ]
+        watcher.update_shadow(ranges)
+        assert watcher.detect_changes() == []
+        with pytest.raises(InvalidOffset):
+            watcher.update_shadow([(10**9, 10**9 + 8)])  # beyond the data: the kernel refuses
 
 
 def test_detect_moved_names_committed_writes_and_leaves_raw_stores_to_the_diff(tmp_path):
