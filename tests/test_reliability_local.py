@@ -145,3 +145,10 @@ def test_deleted_replaced_truncated_files_are_detected(tmp_path):
     with pytest.raises(FileFormatError, match="truncated"):
         other.check_backing()
     other.close()
+    third = VirtualServiceFile.create(tmp_path)
+    new = tmp_path / "new.mem"
+    new.write_bytes(b"\0" * 8192)
+    os.replace(new, third.path)  # renamed over: the mapped inode has no link left
+    with pytest.raises(FileError, match="replaced"):
+        third.check_backing()
+    third.close()
