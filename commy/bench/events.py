@@ -12,7 +12,7 @@ import multiprocessing as mp
 import tempfile
 import time
 
-from commy.bench.local import _pct
+from commy.bench.local import _pct, latency_summary
 
 ctx = mp.get_context("spawn")
 
@@ -53,8 +53,6 @@ def _watch_child(path: str, wakeup: str, ready, done, out) -> None:
 def _floor_child(path: str, ready, done, out) -> None:
     """The fast path's floor: a thread asleep in the same futex waiter, stamping the time
     it wakes and nothing else (no diff, no event, no callback)."""
-    import threading
-
     from commy import fileformat as ff
     from commy.virtual_file import VirtualServiceFile
     from commy.waiters import default_waiter
@@ -62,23 +60,16 @@ def _floor_child(path: str, ready, done, out) -> None:
     vf = VirtualServiceFile.open(path, readonly=True)
     vf.adjust_listener_count(ff.OFF_WAITERS, +1)  # so that writers issue the wake
     waiter = default_waiter().open(path)
-    woke: list[tuple[int, int]] = []  # (wake time, sequence word)
+    woke: list[int] = []  # perf_counter_ns() at each wake that saw the word move
     perf = time.perf_counter_ns
-
-    def loop() -> None:
-        last = waiter.value
-        ready.set()
-        while not done.is_set():
-            now_word = waiter.wait(last, 0.05)
-            if now_word != last:
-                woke.append((perf(), now_word))
-                last = now_word
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    thread.join(130)
-    # Stamps are read after the run: the measured wake did nothing but note the time.
-    out.put([t for t, _word in woke])
+    last = waiter.value
+    ready.set()
+    while not done.is_set():
+        word = waiter.wait(last, 0.05)
+        if word != last:
+            woke.append(perf())
+            last = word
+    out.put(woke)
     vf.adjust_listener_count(ff.OFF_WAITERS, -1)
     waiter.close()
     vf.close()
@@ -110,9 +101,7 @@ def _floor_latency(path: str, samples: int, gap_s: float) -> dict:
         if stamps[j] <= t:
             lat.append((t - stamps[j]) / 1000)
     lat = lat[3:]
-    if not lat:
-        return {"p50": None, "p99": None, "samples": 0}
-    return {"p50": round(_pct(lat, 0.5), 1), "p99": round(_pct(lat, 0.99), 1), "samples": len(lat)}
+    return latency_summary(lat)
 
 
 def _latency(path: str, wakeup: str, samples: int, gap_s: float, say) -> dict:
@@ -133,9 +122,7 @@ def _latency(path: str, wakeup: str, samples: int, gap_s: float, say) -> dict:
     lat, _stats = out.get(timeout=60)
     child.join(10)
     lat = lat[3:]  # the first wake-ups include thread start-up
-    if not lat:
-        return {"p50": None, "p99": None, "samples": 0}
-    return {"p50": round(_pct(lat, 0.5), 1), "p99": round(_pct(lat, 0.99), 1), "samples": len(lat)}
+    return latency_summary(lat)
 
 
 def _fanout(path: str, subscribers: int, seconds: float, variables: int, say, gap_s: float = 0.0) -> dict:

@@ -19,7 +19,7 @@ from typing import Any
 
 import anyio
 
-from commy.bench.local import _pct
+from commy.bench.local import latency_summary
 
 TENANT = "bench"
 SERVICE = "events"
@@ -188,10 +188,7 @@ def remote_event_latency(
             finally:
                 ((lat, _events, _changes),) = _collect(subs)
             lat = lat[3:]  # the first pushes include connection warm-up
-            results[writer] = (
-                {"p50": round(_pct(lat, 0.5), 1), "p99": round(_pct(lat, 0.99), 1), "samples": len(lat)}
-                if lat else {"p50": None, "p99": None, "samples": 0}
-            )
+            results[writer] = latency_summary(lat)
     return results
 
 

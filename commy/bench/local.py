@@ -32,6 +32,13 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+def latency_summary(lat_us: list[float]) -> dict:
+    """p50/p99 (µs, rounded) and the sample count; None figures when there is none."""
+    if not lat_us:
+        return {"p50": None, "p99": None, "samples": 0}
+    return {"p50": round(_pct(lat_us, 0.5), 1), "p99": round(_pct(lat_us, 0.99), 1), "samples": len(lat_us)}
+
+
 def run_local_bench(progress=None, samples: int = SAMPLES) -> dict:
     from commy.virtual_file import VirtualServiceFile
 
