@@ -171,6 +171,9 @@ class EventsConfig:
     #: futex waiter plugin of the fast path (``wakeup="futex"``); None: the highest-ranked
     #: available one (``cffi`` when installed, else the built-in ``ctypes``)
     waiter: str | None = None
+    #: fast path: after each wake-up, poll the change sequence this long (µs, at most
+    #: 1,000,000) before sleeping again; lower latency for a busy core (events.md)
+    spin_us: float = attrs.field(default=0.0, validator=_between(0, 1_000_000))
 
 
 @attrs.define

@@ -67,16 +67,26 @@ class SeqFutex:
     def value(self) -> int:
         return self._word.value
 
-    def wait(self, expected: int, timeout: float, bits: int = MATCH_ANY) -> int:
+    def wait(self, expected: int, timeout: float, spin: float = 0.0, *, bits: int = MATCH_ANY) -> int:
         """Sleep while the word equals ``expected`` (≤ ``timeout`` s); the word afterwards.
 
-        ``bits``: only wakes whose bitset shares a bit with it end the sleep (a plain
-        wake matches every bit).
+        ``spin``: first poll the word for up to this many seconds (a busy core for a
+        faster wake-up). ``bits``: only wakes whose bitset shares a bit with it end the
+        sleep (a plain wake matches every bit).
         """
         word = self._word
         now = word.value
         if now != expected:
             return now
+        if spin > 0:
+            # sleep(0) drops the GIL on every poll, so the process's other threads go on.
+            clock, nap = time.perf_counter, time.sleep
+            end = clock() + spin
+            while clock() < end:
+                now = word.value
+                if now != expected:
+                    return now
+                nap(0)
         if bits == MATCH_ANY:
             ts = _Timespec(int(timeout), int((timeout % 1) * 1e9))
             res = _syscall(_SYS_FUTEX, ctypes.c_void_p(self._addr), _FUTEX_WAIT, ctypes.c_uint32(expected),

@@ -27,10 +27,12 @@ class SeqWaiter(Protocol):
     @property
     def value(self) -> int: ...
 
-    def wait(self, expected: int, timeout: float) -> int:
+    def wait(self, expected: int, timeout: float, spin: float = 0.0) -> int:
         """Sleep while the word equals ``expected`` (≤ ``timeout`` s); the word afterwards.
 
-        May return early (spurious wake, signal): callers compare the result."""
+        ``spin``: first poll the word for up to this many seconds without sleeping
+        (events.spin_us), without holding the GIL the whole time. May return early
+        (spurious wake, signal): callers compare the result."""
 
     def wake(self) -> int:
         """Wake every process waiting on the word; how many woke."""

@@ -43,6 +43,16 @@ class WatcherOptions:
     #: the highest-ranked available one). Any waiter wakes on any writer's wake: they
     #: share the kernel's futex on the mapped word.
     waiter: str | None = None
+    #: fast path only: after each wake-up, poll the sequence word this long (µs) before
+    #: sleeping in the futex again. A wake-up that lands inside the poll costs no
+    #: cross-core wake; the price is a busy core while it polls. None: config
+    #: ``events.spin_us`` (default 0, never poll).
+    spin_us: float | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(
+            [attrs.validators.ge(0), attrs.validators.le(1_000_000)]
+        ),
+    )
 
 
 class FileWatcher:
@@ -70,6 +80,7 @@ class FileWatcher:
         self._vf = None
         self._seq = 0
         self._registered = False
+        self._spin = 0.0  # seconds the fast path polls after each wake-up (set by start)
         self.error: BaseException | None = None
         self._check_lock = threading.Lock()
         self.checks = 0
@@ -85,6 +96,14 @@ class FileWatcher:
 
         vf = VirtualServiceFile.open(self.path, readonly=True, kernel=self._kernel)
         vf.kernel  # resolve the kernel now, not on the first change  # noqa: B018
+        self._spin = 0.0
+        if self.options.wakeup == "futex":
+            spin_us = self.options.spin_us
+            if spin_us is None:
+                from commy.config import load_config
+
+                spin_us = load_config().events.spin_us
+            self._spin = spin_us / 1e6
         if self.options.wakeup == "futex" and self._waiter is None:
             # Resolved here, once: the wait loop never asks pluggy.
             if self.options.waiter:
@@ -173,11 +192,12 @@ class FileWatcher:
         check = self.check
         stop = self._stop
         tick = _TICK_MS / 1000
+        spin = self._spin
         try:
             last = waiter.value
             ready.set()
             while not stop.is_set():
-                current = wait(last, tick)
+                current = wait(last, tick, spin) if spin else wait(last, tick)
                 if current != last:
                     last = current
                     check("fast")

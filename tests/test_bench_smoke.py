@@ -36,8 +36,10 @@ def test_events_bench_reports_every_path_and_loses_nothing():
     r = run_events_bench(samples=40, fanout_seconds=0.5)
     for key in ("local_event_us_p50", "local_event_us_p99", "fast_event_us_p50", "fast_event_us_p99",
                 "fast_event_floor_us_p50", "remote_event_us_p50", "remote_event_us_p99",
-                "remote_event_async_writer_us_p50", "remote_event_hot_us_p50", "fanout_events_per_s"):
+                "remote_event_async_writer_us_p50", "remote_event_hot_us_p50", "fanout_events_per_s",
+                "fast_event_spin_us_p50", "fast_event_writer_write_us_p50"):
         assert _positive(r[key]), key
+    assert r["fast_event_spin"]["spin_us"] > 0 and r["fast_event_spin"]["watcher_cpu"] > 0
     for fan in ("fanout", "fanout_paced", "fanout_8_variables"):
         assert r[fan]["complete"] is True, fan  # every commit reached every subscriber
         assert r[fan]["subscribers"] == 8

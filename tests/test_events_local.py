@@ -51,8 +51,14 @@ def _bursty_writer(path, rounds, seed, go):
 
 
 @pytest.mark.parametrize(
-    "wakeup", [{}, {"wakeup": "futex", "waiter": "ctypes"}, {"wakeup": "futex", "waiter": "cffi"}],
-    ids=["doorbell", "futex-ctypes", "futex-cffi"],
+    "wakeup",
+    [
+        {},
+        {"wakeup": "futex", "waiter": "ctypes"},
+        {"wakeup": "futex", "waiter": "cffi"},
+        {"wakeup": "futex", "waiter": "cffi", "spin_us": 30_000},
+    ],
+    ids=["doorbell", "futex-ctypes", "futex-cffi", "futex-cffi-spinning"],
 )
 def test_watcher_process_sees_exactly_the_written_variables_in_order(tmp_path, wakeup):
     rounds = 300

@@ -89,3 +89,57 @@ def test_wait_returns_the_word_when_it_already_moved_or_times_out(tmp_path, name
             assert waiter.wake() >= 0
         finally:
             waiter.close()
+
+
+def _spin_child(path, name, expected, ready, out):
+    waiter = select_waiter(load_plugins().waiters, name).open(path)
+    try:
+        ready.set()
+        # One call: a 20 s poll, then at most 50 ms asleep. No writer issues a wake
+        # (nobody is registered), so only the poll can see the store.
+        out.put(waiter.wait(expected, 0.05, 20.0))
+    finally:
+        waiter.close()
+
+
+@pytest.mark.parametrize("name", ["ctypes", "cffi"])
+def test_a_spinning_waiter_sees_a_store_that_no_wake_announces(tmp_path, name):
+    with VirtualServiceFile.create(tmp_path) as vf:
+        vf.allocate("x", "i64")
+        path = str(vf.path)
+        expected = vf.change_seq & 0xFFFFFFFF
+        ready, out = ctx.Event(), ctx.Queue()
+        child = ctx.Process(target=_spin_child, args=(path, name, expected, ready, out))
+        child.start()
+        assert ready.wait(30)
+        import time
+
+        time.sleep(0.2)  # well past the futex's 50 ms: the child is polling by now
+        vf.write("x", 1)
+        seen = out.get(timeout=30)
+        child.join(10)
+        assert seen == (expected + 1) & 0xFFFFFFFF
+
+
+@pytest.mark.parametrize("name", ["ctypes", "cffi"])
+def test_a_spin_without_a_change_ends_and_returns_the_word(tmp_path, name):
+    with VirtualServiceFile.create(tmp_path) as vf:
+        vf.allocate("x", "i64")
+        waiter = select_waiter(load_plugins().waiters, name).open(vf.path)
+        try:
+            now = waiter.value
+            assert waiter.wait(now, 0.001, 0.005) == now
+        finally:
+            waiter.close()
+
+
+def test_events_spin_us_is_a_bounded_config_key():
+    from commy.config import load_config
+    from commy.errors import ConfigError
+    from commy.watcher import WatcherOptions
+
+    assert load_config(environ={"COMMY_EVENTS_SPIN_US": "250"}).events.spin_us == 250
+    with pytest.raises(ConfigError, match="spin_us"):
+        load_config(environ={"COMMY_EVENTS_SPIN_US": "2000000"})
+    with pytest.raises(ValueError):
+        WatcherOptions(wakeup="futex", spin_us=-1)

@@ -15,9 +15,11 @@ import time
 from commy.bench.local import _pct, latency_summary
 
 ctx = mp.get_context("spawn")
+#: events.spin_us of the polling variant: longer than the 3 ms between its writes
+SPIN_US = 5000
 
 
-def _watch_child(path: str, wakeup: str, ready, done, out) -> None:
+def _watch_child(path: str, wakeup: str, ready, done, out, spin_us: float = 0) -> None:
     from commy.virtual_file import VirtualServiceFile
 
     vf = VirtualServiceFile.open(path, readonly=True)
@@ -39,15 +41,19 @@ def _watch_child(path: str, wakeup: str, ready, done, out) -> None:
             lat.append((now - vf.read("t")) / 1000)
 
     vf.on_file_change(on_event)
-    vf.start_file_monitoring(wakeup=wakeup, sweep_interval_s=0)
+    options = {"spin_us": spin_us} if wakeup == "futex" else {}
+    vf.start_file_monitoring(wakeup=wakeup, sweep_interval_s=0, **options)
+    cpu0, wall0 = time.process_time(), time.monotonic()
     ready.set()
     done.wait(120)
+    # CPU seconds this process used per second of the run (1.0 = one core kept busy)
+    cpu = (time.process_time() - cpu0) / (time.monotonic() - wall0)
     time.sleep(0.2)
     # A full diff now must find nothing: every change was already named by an event.
     # (An event it does find counts as late, i.e. missed by the wake-up path.)
     late = vf._watcher.check("sweep") is not None if vf._watcher is not None else True
     vf.close()
-    out.put((lat, stats + [late]))
+    out.put((lat, stats + [late], cpu))
 
 
 def _floor_child(path: str, ready, done, out) -> None:
@@ -104,25 +110,35 @@ def _floor_latency(path: str, samples: int, gap_s: float) -> dict:
     return latency_summary(lat)
 
 
-def _latency(path: str, wakeup: str, samples: int, gap_s: float, say) -> dict:
+def _latency(path: str, wakeup: str, samples: int, gap_s: float, say, spin_us: float = 0) -> dict:
+    """Event latency summary, plus ``write_us_p50`` (how long the writer's ``vf.write``
+    took, stamp to return: part of every latency) and ``watcher_cpu`` (CPU seconds per
+    second the watcher process used)."""
     from commy.virtual_file import VirtualServiceFile
 
     ready, done, out = ctx.Event(), ctx.Event(), ctx.Queue()
-    child = ctx.Process(target=_watch_child, args=(path, wakeup, ready, done, out))
+    child = ctx.Process(target=_watch_child, args=(path, wakeup, ready, done, out, spin_us))
     child.start()
     ready.wait(30)
     time.sleep(0.2)
+    perf = time.perf_counter_ns
+    writes: list[float] = []
     with VirtualServiceFile.open(path) as vf:
         for i in range(samples):
-            vf.write("t", time.perf_counter_ns())
+            stamp = perf()
+            vf.write("t", stamp)
+            writes.append((perf() - stamp) / 1000)
             time.sleep(gap_s)
             if i % 50 == 0:
                 say(f"bench events: {wakeup} {i}/{samples}")
     done.set()
-    lat, _stats = out.get(timeout=60)
+    lat, _stats, cpu = out.get(timeout=60)
     child.join(10)
     lat = lat[3:]  # the first wake-ups include thread start-up
-    return latency_summary(lat)
+    summary = latency_summary(lat)
+    summary["write_us_p50"] = round(_pct(writes[3:], 0.5), 1)
+    summary["watcher_cpu"] = round(cpu, 2)
+    return summary
 
 
 def _fanout(path: str, subscribers: int, seconds: float, variables: int, say, gap_s: float = 0.0) -> dict:
@@ -163,7 +179,7 @@ def _fanout(path: str, subscribers: int, seconds: float, variables: int, say, ga
     tails: list[int | None] = []
     complete = True
     for p, _r, _d, out in children:
-        _lat, (n_cb, n_changes, n_commits, n_gaps, last, late) = out.get(timeout=60)
+        _lat, (n_cb, n_changes, n_commits, n_gaps, last, late), _cpu = out.get(timeout=60)
         callbacks += n_cb
         changes += n_changes
         commits += n_commits
@@ -263,6 +279,9 @@ def run_events_bench(progress=None, samples: int = 300, fanout_seconds: float = 
         # ~3-5k updates/s keeps the watcher's core awake (FACTS: idle vCPUs are halted
         # and each cross-core wake costs ~50 us before any code runs).
         hot = _latency(path, "futex", samples * 3, 0.0002, say)
+        # The fast path with events.spin_us longer than the gap: the watcher polls the
+        # word instead of sleeping, so no wake-up is paid (a core kept busy instead).
+        spin = _latency(path, "futex", samples, 0.003, say, spin_us=SPIN_US)
         say("bench events: the fast path's floor (a bare futex wake, no commy code after it)")
         floor = _floor_latency(path, samples, 0.003)
         out["local_event_us_p50"], out["local_event_us_p99"] = local["p50"], local["p99"]
@@ -271,6 +290,18 @@ def run_events_bench(progress=None, samples: int = 300, fanout_seconds: float = 
         # Same gap as fast_event_us: a Python thread woken from the same futex, doing
         # nothing else. fast_event_us minus this is what commy's code costs.
         out["fast_event_floor_us_p50"], out["fast_event_floor_us_p99"] = floor["p50"], floor["p99"]
+        out["fast_event_spin_us_p50"], out["fast_event_spin_us_p99"] = spin["p50"], spin["p99"]
+        out["fast_event_spin"] = {
+            "spin_us": SPIN_US,
+            "watcher_cpu": spin["watcher_cpu"],
+            "watcher_cpu_without_spin": fast["watcher_cpu"],
+            "note": "the same writes with config events.spin_us = spin_us: the watcher "
+            "polls the sequence word for that long after each wake-up instead of "
+            "sleeping; watcher_cpu = CPU seconds per second of the watcher process",
+        }
+        # The writer's own vf.write (stamp to return) at the 3 ms gap: part of every
+        # latency above, and what a cold code path costs on this machine (~0.5 us warm).
+        out["fast_event_writer_write_us_p50"] = fast["write_us_p50"]
         out["local_samples"], out["fast_samples"] = local["samples"], fast["samples"]
         from commy.waiters import default_waiter
 

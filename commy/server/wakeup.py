@@ -176,7 +176,7 @@ class FutexWakeups:
             # commit between registering and this line must be handed over too.
             last = handle.last_seq & 0xFFFFFFFF
             while not waiter.stop.is_set():
-                futex.wait(last, _WAIT_TIMEOUT, SERVER_BIT)
+                futex.wait(last, _WAIT_TIMEOUT, bits=SERVER_BIT)
                 current = futex.value
                 if current == last:
                     continue

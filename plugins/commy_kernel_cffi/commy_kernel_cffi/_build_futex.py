@@ -5,7 +5,7 @@ from pathlib import Path
 from cffi import FFI
 
 CDEF = """
-int64_t commy_futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns);
+int64_t commy_futex_wait(uint32_t *word, uint32_t expected, int64_t spin_ns, int64_t timeout_ns);
 int64_t commy_futex_wake(uint32_t *word);
 """
 

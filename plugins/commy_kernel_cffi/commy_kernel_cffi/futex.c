@@ -14,13 +14,47 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Sleep while *word == expected, at most timeout_ns; the word's value afterwards, or
- * -errno for a failure other than a timeout, a changed word or a signal. */
-int64_t commy_futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns)
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static inline int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Poll *word for up to spin_ns (0: not at all), then sleep while *word == expected, at
+ * most timeout_ns; the word's value afterwards, or -errno for a failure other than a
+ * timeout, a changed word or a signal.
+ *
+ * The poll is for callers who trade a busy core for latency: a sleeping waiter's wake-up
+ * costs a cross-core wake (tens of us on a VM whose idle vCPUs are halted); a polling one
+ * sees the store as soon as its cache line arrives. The clock is read every 64 polls. */
+int64_t commy_futex_wait(uint32_t *word, uint32_t expected, int64_t spin_ns, int64_t timeout_ns)
 {
     uint32_t now = __atomic_load_n(word, __ATOMIC_ACQUIRE);
     if (now != expected)
         return now;
+    if (spin_ns > 0) {
+        int64_t end = now_ns() + spin_ns;
+        for (;;) {
+            for (int i = 0; i < 64; i++) {
+                now = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+                if (now != expected)
+                    return now;
+                cpu_relax();
+            }
+            if (now_ns() >= end)
+                break;
+        }
+    }
     struct timespec ts;
     ts.tv_sec = timeout_ns / 1000000000;
     ts.tv_nsec = timeout_ns % 1000000000;

@@ -41,8 +41,9 @@ class CffiSeqWaiter:
     def value(self) -> int:
         return self._word[0]
 
-    def wait(self, expected: int, timeout: float) -> int:
-        now = self._wait(self._word, expected, int(timeout * 1e9))
+    def wait(self, expected: int, timeout: float, spin: float = 0.0) -> int:
+        # The poll runs in C with the GIL released: the process's other threads go on.
+        now = self._wait(self._word, expected, int(spin * 1e9), int(timeout * 1e9))
         if now < 0:
             raise WatcherError(f"futex wait failed: {os.strerror(-now)}")
         return now
