@@ -304,6 +304,8 @@ def _redis_bench(n: int, certs: dict[str, str]) -> dict[str, Any]:
         out["redis_reason"] = "redis-server is not installed (apt-get install redis-server)"
         return out
 
+    cpu_out: list[dict[str, float | None]] = []
+
     def run(args: list[str], client_kw: dict[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
         proc = subprocess.Popen(
             [exe, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *args],
@@ -326,15 +328,17 @@ def _redis_bench(n: int, certs: dict[str, str]) -> dict[str, Any]:
                 r.get("x")
                 r.set("x", i)
             gets, sets = [], []
-            for i in range(n):
-                t0 = perf()
-                r.get("x")
-                t1 = perf()
-                r.set("x", i)
-                t2 = perf()
-                gets.append(t1 - t0)
-                sets.append(t2 - t1)
+            with _CpuMeter(proc.pid) as cpu:
+                for i in range(n):
+                    t0 = perf()
+                    r.get("x")
+                    t1 = perf()
+                    r.set("x", i)
+                    t2 = perf()
+                    gets.append(t1 - t0)
+                    sets.append(t2 - t1)
             r.close()
+            cpu_out.append(cpu.per_op(2 * n))
             return _stats(gets), _stats(sets)
         finally:
             proc.terminate()
@@ -345,6 +349,10 @@ def _redis_bench(n: int, certs: dict[str, str]) -> dict[str, Any]:
     out.update(
         redis_get_rtt_us_p50=g["p50"], redis_get_rtt_us_p99=g["p99"],
         redis_set_rtt_us_p50=s["p50"], redis_set_rtt_us_p99=s["p99"],
+        # CPU per round trip of redis-py's process and redis-server's, beside commy's
+        # client_cpu_us_per_rtt / server_cpu_us_per_rtt
+        redis_client_cpu_us_per_rtt=cpu_out[0]["client_cpu_us_per_rtt"],
+        redis_server_cpu_us_per_rtt=cpu_out[0]["server_cpu_us_per_rtt"],
     )
     port = _free_port()
     try:
