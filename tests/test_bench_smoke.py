@@ -26,6 +26,9 @@ def test_remote_bench_reports_every_round_trip():
     assert set(r["clients"]) >= {"sync", "sync_spin", "wss-lean", "wss"}
     if HAVE_REDIS:
         assert _positive(r["redis_get_rtt_us_p50"]) and _positive(r["redis_set_rtt_us_p50"])
+        # CPU beside commy's (the server's figure comes in clock ticks: 0 on a short run)
+        assert _positive(r["redis_client_cpu_us_per_rtt"])
+        assert r["redis_server_cpu_us_per_rtt"] >= 0
         assert r["ratio_read_over_redis_get"] == pytest.approx(
             r["read_rtt_us_p50"] / r["redis_get_rtt_us_p50"], abs=0.01)
     else:
