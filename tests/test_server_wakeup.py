@@ -89,7 +89,7 @@ def _waiting_thread(path, bits):
 
     def run():
         while not stop.is_set():
-            f.wait(f.value, 60.0, bits)
+            f.wait(f.value, 60.0, bits=bits)
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
