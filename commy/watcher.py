@@ -96,7 +96,6 @@ class FileWatcher:
 
         vf = VirtualServiceFile.open(self.path, readonly=True, kernel=self._kernel)
         vf.kernel  # resolve the kernel now, not on the first change  # noqa: B018
-        self._spin = 0.0
         if self.options.wakeup == "futex":
             spin_us = self.options.spin_us
             if spin_us is None:

@@ -92,6 +92,8 @@ def test_wait_returns_the_word_when_it_already_moved_or_times_out(tmp_path, name
 
 
 def _spin_child(path, name, expected, ready, out):
+    """Unlike `_wait_child`, one call only: a second call would return the moved word at
+    once, whether or not the poll had seen it."""
     waiter = select_waiter(load_plugins().waiters, name).open(path)
     try:
         ready.set()

@@ -41,8 +41,7 @@ def _watch_child(path: str, wakeup: str, ready, done, out, spin_us: float = 0) -
             lat.append((now - vf.read("t")) / 1000)
 
     vf.on_file_change(on_event)
-    options = {"spin_us": spin_us} if wakeup == "futex" else {}
-    vf.start_file_monitoring(wakeup=wakeup, sweep_interval_s=0, **options)
+    vf.start_file_monitoring(wakeup=wakeup, sweep_interval_s=0, spin_us=spin_us)
     cpu0, wall0 = time.process_time(), time.monotonic()
     ready.set()
     done.wait(120)

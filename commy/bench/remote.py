@@ -304,9 +304,8 @@ def _redis_bench(n: int, certs: dict[str, str]) -> dict[str, Any]:
         out["redis_reason"] = "redis-server is not installed (apt-get install redis-server)"
         return out
 
-    cpu_out: list[dict[str, float | None]] = []
-
-    def run(args: list[str], client_kw: dict[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
+    def run(args: list[str], client_kw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """GET stats, SET stats, CPU per round trip (redis-py's process, redis-server's)."""
         proc = subprocess.Popen(
             [exe, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -338,25 +337,24 @@ def _redis_bench(n: int, certs: dict[str, str]) -> dict[str, Any]:
                     gets.append(t1 - t0)
                     sets.append(t2 - t1)
             r.close()
-            cpu_out.append(cpu.per_op(2 * n))
-            return _stats(gets), _stats(sets)
+            return _stats(gets), _stats(sets), cpu.per_op(2 * n)
         finally:
             proc.terminate()
             proc.wait(10)
 
     port = _free_port()
-    g, s = run(["--port", str(port)], {"port": port})
+    g, s, cpu = run(["--port", str(port)], {"port": port})
     out.update(
         redis_get_rtt_us_p50=g["p50"], redis_get_rtt_us_p99=g["p99"],
         redis_set_rtt_us_p50=s["p50"], redis_set_rtt_us_p99=s["p99"],
         # CPU per round trip of redis-py's process and redis-server's, beside commy's
         # client_cpu_us_per_rtt / server_cpu_us_per_rtt
-        redis_client_cpu_us_per_rtt=cpu_out[0]["client_cpu_us_per_rtt"],
-        redis_server_cpu_us_per_rtt=cpu_out[0]["server_cpu_us_per_rtt"],
+        redis_client_cpu_us_per_rtt=cpu["client_cpu_us_per_rtt"],
+        redis_server_cpu_us_per_rtt=cpu["server_cpu_us_per_rtt"],
     )
     port = _free_port()
     try:
-        g, s = run(
+        g, s, _cpu = run(
             ["--port", "0", "--tls-port", str(port), "--tls-cert-file", certs["cert"],
              "--tls-key-file", certs["key"], "--tls-ca-cert-file", certs["ca"],
              "--tls-auth-clients", "no"],
